@@ -12,7 +12,9 @@ SELECT s.slot_name,
        pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn)::bigint AS sent_lag_bytes,
        pg_wal_lsn_diff(pg_current_wal_lsn(), r.flush_lsn)::bigint AS flush_lag_bytes,
        pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint AS replay_lag_bytes,
-       coalesce(extract(epoch FROM r.replay_lag) * 1000, 0)::float8 AS replay_lag_ms,
+       -- A replica that replayed everything has no lag, whatever replay_lag last showed.
+       CASE WHEN r.replay_lsn >= pg_current_wal_lsn() THEN 0
+            ELSE coalesce(extract(epoch FROM r.replay_lag) * 1000, 0) END::float8 AS replay_lag_ms,
        r.sync_state,
        pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint AS retained_bytes
 FROM pg_replication_slots s

@@ -1,0 +1,431 @@
+/**
+ * The local cluster: a leader and streaming replicas as PostgreSQL processes
+ * on 127.0.0.1, in one directory that records what it holds (pgfollow.json)
+ * and the descriptor clients use (cluster.json, mode 0600).
+ */
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import process from 'node:process'
+import postgres from 'postgres'
+import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE, readEnv } from '../config.ts'
+import { ClusterError, ConfigError } from '../errors.ts'
+import { migrate } from '../migrate.ts'
+import {
+  generatePassword,
+  hbaLines,
+  REPLICATOR_ROLE,
+  replicaName,
+  scramVerifier,
+  serverSettings,
+  slotName,
+  standbySettings,
+  type SynchronousMode,
+  SYNCHRONOUS_MODES,
+  toConfLines,
+} from '../replication.ts'
+import { renderPsqlVariables, sqlText } from '../sqlfiles.ts'
+import { type Binaries, findBinaries } from './binaries.ts'
+import { cloneDataDir, createSlot } from './clone.ts'
+import { assertPortsFree } from './ports.ts'
+import { run, runningPid, startServer, stopServer } from './process.ts'
+import { assertReachable, giveTo, type ServerUser, serverUser } from './user.ts'
+
+export const STATE_FILE = 'pgfollow.json'
+export const DEFAULT_PORTS = [5432, 5480, 5490]
+const HOST = '127.0.0.1'
+const SUPERUSER = 'postgres'
+const DATABASE = 'pgfollow'
+
+export interface NodeState {
+  name: string
+  role: 'leader' | 'replica'
+  port: number
+  /** Set by failover: this old leader must not start until it is rejoined as a replica. */
+  fenced?: boolean
+}
+
+export interface ClusterState {
+  tool: 'pgfollow'
+  version: 1
+  database: string
+  superuser: string
+  password: string
+  replicatorPassword: string
+  synchronous: SynchronousMode
+  nodes: NodeState[]
+}
+
+export interface UpOptions {
+  dir?: string
+  ports?: number[]
+  replicas?: number
+  migrate?: boolean
+  synchronous?: SynchronousMode
+  /** Extra server settings for every node (e.g. tuned for tests). */
+  settings?: Record<string, string>
+  onProgress?: (message: string) => void
+}
+
+export interface UpResult {
+  dir: string
+  descriptor: ClusterDescriptor
+  nodes: NodeState[]
+  /** What `up` did: created the cluster, started stopped nodes, or nothing. */
+  action: 'created' | 'started' | 'already-running'
+  started: string[]
+}
+
+/** The paths of one node inside the cluster dir. */
+export function nodePaths(dir: string, name: string) {
+  const home = join(dir, name)
+  return { home, dataDir: join(home, 'data'), logFile: join(home, 'postgres.log') }
+}
+
+/** postgres:// URL of a node for the superuser. */
+export function nodeUrl(state: ClusterState, node: NodeState, database = state.database): string {
+  return `postgres://${state.superuser}:${encodeURIComponent(state.password)}@${HOST}:${node.port}/${database}`
+}
+
+export function leaderOf(state: ClusterState): NodeState {
+  const leader = state.nodes.find((node) => node.role === 'leader')
+  if (!leader) throw new ClusterError('The cluster state names no leader: run failover, or destroy and recreate the cluster.')
+  return leader
+}
+
+/** The descriptor of the cluster, as clients read it. */
+export function descriptorOf(state: ClusterState): ClusterDescriptor {
+  return {
+    leader: nodeUrl(state, leaderOf(state)),
+    replicas: state.nodes.filter((node) => node.role === 'replica').map((node) => nodeUrl(state, node)),
+  }
+}
+
+/** Reads pgfollow.json; null when the dir holds no cluster. */
+export function readState(dir: string): ClusterState | null {
+  const file = join(dir, STATE_FILE)
+  if (!existsSync(file)) return null
+  const state = JSON.parse(readFileSync(file, 'utf8')) as ClusterState
+  if (state.tool !== 'pgfollow') throw new ClusterError(`${file} was not written by pgfollow: choose another --dir.`)
+  return state
+}
+
+/** Writes the state and the descriptor, both readable only by their owner. */
+export function writeState(dir: string, state: ClusterState): void {
+  writeFileSync(join(dir, STATE_FILE), JSON.stringify(state, null, 2) + '\n', { mode: 0o600 })
+  writeFileSync(join(dir, DESCRIPTOR_FILE), JSON.stringify(descriptorOf(state), null, 2) + '\n', { mode: 0o600 })
+  // writeFileSync keeps the mode of an existing file: make sure.
+  chmodSync(join(dir, STATE_FILE), 0o600)
+  chmodSync(join(dir, DESCRIPTOR_FILE), 0o600)
+}
+
+/** Whether the server of a node runs now. */
+export function isRunning(dir: string, name: string): boolean {
+  return runningPid(nodePaths(dir, name).dataDir) !== null
+}
+
+/** The postmaster pid of a node, or null when it is down. */
+export function nodePid(dir: string, name: string): number | null {
+  return runningPid(nodePaths(dir, name).dataDir)
+}
+
+/**
+ * Brings the cluster up: creates it when the dir is new, starts the nodes
+ * that are stopped, or says it is already running and changes nothing.
+ */
+export async function up(options: UpOptions = {}): Promise<UpResult> {
+  const dir = resolve(options.dir ?? DEFAULT_CLUSTER_DIR)
+  const progress = options.onProgress ?? (() => {})
+  const existing = readState(dir)
+  if (existing) {
+    assertSameShape(existing, options, dir)
+    return startExisting(dir, existing, options, progress)
+  }
+  return create(dir, options, progress)
+}
+
+/** Flags that contradict an existing cluster are an error, not a silent rebuild. */
+function assertSameShape(state: ClusterState, options: UpOptions, dir: string): void {
+  const ports = state.nodes.map((node) => node.port)
+  if (options.ports && options.ports.join(',') !== ports.join(',')) {
+    throw new ConfigError(
+      `The cluster in ${dir} uses ports ${ports.join(',')}, not ${options.ports.join(',')}. ` +
+        'Omit --ports to start it, or `destroy` it first to recreate it with other ports.',
+    )
+  }
+  if (options.replicas !== undefined && options.replicas !== state.nodes.length - 1) {
+    throw new ConfigError(
+      `The cluster in ${dir} has ${state.nodes.length - 1} replica(s), not ${options.replicas}. ` +
+        'Omit --replicas to start it, or `destroy` it first to recreate it.',
+    )
+  }
+}
+
+/** Validates --ports / --replicas and fills in the proof of concept's defaults. */
+export function planPorts(ports: number[] | undefined, replicas: number | undefined): number[] {
+  if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 0 || replicas > 20)) {
+    throw new ConfigError(`--replicas must be a whole number from 0 to 20, not ${replicas}.`)
+  }
+  const count = replicas ?? (ports ? ports.length - 1 : 2)
+  const planned = ports ?? Array.from({ length: count + 1 }, (_, i) => DEFAULT_PORTS[i] ?? 5480 + 10 * (i - 1))
+  if (planned.length !== count + 1) {
+    throw new ConfigError(`--ports lists ${planned.length} port(s) but the cluster has ${count + 1} nodes (a leader and ${count} replica(s)): give one port per node.`)
+  }
+  for (const port of planned) {
+    if (!Number.isInteger(port) || port < 1024 || port > 65535) {
+      throw new ConfigError(`--ports: ${port} is not a usable port (1024-65535).`)
+    }
+  }
+  if (new Set(planned).size !== planned.length) throw new ConfigError(`--ports has a port twice (${planned.join(',')}): each node needs its own.`)
+  return planned
+}
+
+async function create(dir: string, options: UpOptions, progress: (message: string) => void): Promise<UpResult> {
+  const ports = planPorts(options.ports, options.replicas)
+  const synchronous = options.synchronous ?? 'off'
+  if (!SYNCHRONOUS_MODES.includes(synchronous)) {
+    throw new ConfigError(`Unknown synchronous mode "${synchronous}": use one of ${SYNCHRONOUS_MODES.join(', ')}.`)
+  }
+  const nodes: NodeState[] = ports.map((port, i) => ({ name: i === 0 ? 'leader' : replicaName(i - 1), role: i === 0 ? 'leader' : 'replica', port }))
+  await assertPortsFree(nodes.map((node) => ({ port: node.port, node: node.name })))
+  const binaries = findBinaries()
+  const user = serverUser()
+  assertReachable(user, binaries.dir, 'PostgreSQL binaries')
+  prepareDir(dir, user)
+
+  const state: ClusterState = {
+    tool: 'pgfollow',
+    version: 1,
+    database: DATABASE,
+    superuser: SUPERUSER,
+    password: readEnv().password ?? generatePassword(),
+    replicatorPassword: generatePassword(),
+    synchronous,
+    nodes,
+  }
+  // Written first, so a cluster that fails half-way can still be destroyed.
+  writeState(dir, state)
+
+  const [leader, ...replicas] = nodes
+  progress(`initialising the leader in ${nodePaths(dir, leader.name).dataDir}`)
+  await initLeader(dir, state, binaries, user, options.settings ?? {})
+  await startNode(dir, leader, binaries, user)
+  await setUpLeader(state, leader)
+
+  for (const replica of replicas) {
+    progress(`cloning ${replica.name} from the leader`)
+    await cloneReplica(dir, state, replica, user)
+    progress(`starting ${replica.name} on port ${replica.port}`)
+    await startNode(dir, replica, binaries, user)
+  }
+  await finishUp(dir, state, options, progress)
+  return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'created', started: nodes.map((node) => node.name) }
+}
+
+async function startExisting(dir: string, state: ClusterState, options: UpOptions, progress: (message: string) => void): Promise<UpResult> {
+  const stopped = state.nodes.filter((node) => !isRunning(dir, node.name))
+  if (stopped.length === 0) {
+    return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'already-running', started: [] }
+  }
+  const fenced = stopped.filter((node) => node.fenced)
+  if (fenced.length > 0) {
+    throw new ClusterError(
+      `${fenced.map((node) => node.name).join(', ')} was the leader before a failover and is fenced: ` +
+        'run `npx zx scripts/failover.mjs --rejoin` to bring it back as a replica of the new leader.',
+    )
+  }
+  await assertPortsFree(stopped.map((node) => ({ port: node.port, node: node.name })))
+  const binaries = findBinaries()
+  const user = serverUser()
+  // The leader first: replicas connect to it as they start.
+  const ordered = [...stopped].sort((a, b) => (a.role === 'leader' ? -1 : b.role === 'leader' ? 1 : 0))
+  for (const node of ordered) {
+    progress(`starting ${node.name} on port ${node.port}`)
+    await startNode(dir, node, binaries, user)
+  }
+  await finishUp(dir, state, options, progress)
+  return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'started', started: ordered.map((node) => node.name) }
+}
+
+/** Common end of `up`: replicas streaming, migrations applied, descriptor written. */
+async function finishUp(dir: string, state: ClusterState, options: UpOptions, progress: (message: string) => void): Promise<void> {
+  const replicaNames = state.nodes.filter((node) => node.role === 'replica').map((node) => node.name)
+  if (replicaNames.length > 0) {
+    progress(`waiting for ${replicaNames.join(', ')} to stream`)
+    await waitForStreaming(nodeUrl(state, leaderOf(state)), replicaNames)
+  }
+  if (options.migrate !== false) {
+    const descriptor = descriptorOf(state)
+    const result = await migrate({ leader: descriptor.leader, replicas: descriptor.replicas, onProgress: progress })
+    if (result.applied.length > 0) progress(`applied ${result.applied.join(', ')}`)
+  }
+  writeState(dir, state)
+}
+
+/**
+ * The cluster dir: ours when it holds pgfollow.json, free when missing or
+ * empty, else it belongs to something else and we refuse to touch it.
+ */
+function prepareDir(dir: string, user: ServerUser | null): void {
+  if (existsSync(dir)) {
+    if (!statSync(dir).isDirectory()) throw new ClusterError(`${dir} exists and is not a directory: choose another --dir.`)
+    if (readdirSync(dir).length > 0) {
+      throw new ClusterError(`${dir} is not empty and holds no pgfollow cluster (no ${STATE_FILE}): choose another --dir, or empty it yourself.`)
+    }
+  }
+  mkdirSync(dir, { recursive: true })
+  // Others may pass through (the server user must reach its node dirs) but not list it.
+  chmodSync(dir, 0o711)
+  assertReachable(user, dir, 'cluster directory')
+}
+
+async function initLeader(dir: string, state: ClusterState, binaries: Binaries, user: ServerUser | null, extra: Record<string, string>): Promise<void> {
+  const leader = leaderOf(state)
+  const { home, dataDir } = makeNodeHome(dir, leader.name, user)
+  const passwordFile = join(home, 'initdb.pw')
+  writeFileSync(passwordFile, state.password + '\n', { mode: 0o600 })
+  giveTo(user, passwordFile)
+  try {
+    const result = await run(user, binaries.initdb, [
+      '-D', dataDir,
+      '-U', state.superuser,
+      `--pwfile=${passwordFile}`,
+      '--auth=scram-sha-256',
+      '--encoding=UTF8',
+      '--locale=C',
+    ])
+    if (result.code !== 0) throw new ClusterError(`initdb failed for the leader:\n${result.stderr.trim() || result.stdout.trim()}`)
+  } finally {
+    rmSync(passwordFile, { force: true })
+  }
+  const replicaNames = state.nodes.filter((node) => node.role === 'replica').map((node) => node.name)
+  const settings = {
+    ...serverSettings({ listen: HOST, replicaNames, synchronous: state.synchronous }),
+    // TCP on loopback only: no unix socket, so pg_hba needs no `local` line at all.
+    unix_socket_directories: '',
+    ...extra,
+  }
+  writeFileSync(join(dataDir, 'pgfollow.conf'), '# Written by pgfollow; shared by every node.\n' + toConfLines(settings))
+  const conf = readFileSync(join(dataDir, 'postgresql.conf'), 'utf8')
+  writeFileSync(join(dataDir, 'postgresql.conf'), conf + "\ninclude = 'pgfollow.conf'\n")
+  writeFileSync(join(dataDir, 'pg_hba.conf'), hbaLines(`${HOST}/32`))
+  writeFileSync(join(dataDir, 'postgresql.auto.conf'), toConfLines({ port: String(leader.port), cluster_name: leader.name }))
+  giveTo(user, dataDir)
+}
+
+function makeNodeHome(dir: string, name: string, user: ServerUser | null) {
+  const paths = nodePaths(dir, name)
+  mkdirSync(paths.home, { recursive: true, mode: 0o700 })
+  giveTo(user, paths.home)
+  return paths
+}
+
+/** Replicator role and database, once, on a fresh leader. */
+async function setUpLeader(state: ClusterState, leader: NodeState): Promise<void> {
+  const admin = postgres(nodeUrl(state, leader, 'postgres'), { max: 1, onnotice: () => {} })
+  try {
+    await admin.unsafe(
+      renderPsqlVariables(sqlText('replication/replicator.sql'), {
+        replicator: REPLICATOR_ROLE,
+        replicator_password: scramVerifier(state.replicatorPassword),
+      }),
+    )
+    await admin.unsafe(`create database ${state.database}`)
+  } finally {
+    await admin.end({ timeout: 5 })
+  }
+}
+
+/** Slot, base copy and standby settings for one replica (used by up and by rejoin). */
+export async function cloneReplica(dir: string, state: ClusterState, replica: NodeState, user: ServerUser | null = serverUser()): Promise<void> {
+  const leader = leaderOf(state)
+  const leaderUrl = nodeUrl(state, leader)
+  const admin = postgres(leaderUrl, { max: 1, onnotice: () => {} })
+  try {
+    await createSlot(admin, slotName(replica.name))
+  } finally {
+    await admin.end({ timeout: 5 })
+  }
+  const { home, dataDir } = nodePaths(dir, replica.name)
+  rmSync(dataDir, { recursive: true, force: true })
+  makeNodeHome(dir, replica.name, user)
+  await cloneDataDir(leaderUrl, nodePaths(dir, leader.name).dataDir, dataDir, `pgfollow clone of ${replica.name}`)
+  writeStandbyConfig(dataDir, state, replica, leader)
+  giveTo(user, home)
+}
+
+/** postgresql.auto.conf and standby.signal: this data dir follows `leader`. */
+export function writeStandbyConfig(dataDir: string, state: ClusterState, replica: NodeState, leader: NodeState): void {
+  const standby = standbySettings({
+    leaderHost: HOST,
+    leaderPort: leader.port,
+    replicatorPassword: state.replicatorPassword,
+    applicationName: replica.name,
+  })
+  const autoConf = join(dataDir, 'postgresql.auto.conf')
+  const own = new Set(['port', 'cluster_name', 'primary_conninfo', 'primary_slot_name'])
+  // Keep what ALTER SYSTEM put there (e.g. recovery_min_apply_delay), replace what is ours.
+  const kept = existsSync(autoConf)
+    ? readFileSync(autoConf, 'utf8').split('\n').filter((line) => line.trim() && !own.has(line.split('=')[0].trim()))
+    : []
+  const lines = toConfLines({ port: String(replica.port), cluster_name: replica.name, ...standby })
+  writeFileSync(autoConf, [...kept, lines].join('\n'), { mode: 0o600 })
+  writeFileSync(join(dataDir, 'standby.signal'), '', { mode: 0o600 })
+}
+
+async function startNode(dir: string, node: NodeState, binaries: Binaries, user: ServerUser | null): Promise<number> {
+  const { dataDir, logFile } = nodePaths(dir, node.name)
+  return startServer({ binaries, user, dataDir, logFile, name: node.name })
+}
+
+/** Polls pg_stat_replication until every named replica streams. */
+export async function waitForStreaming(leaderUrl: string, names: string[], timeoutMs = 60_000): Promise<void> {
+  const leader = postgres(leaderUrl, { max: 1, onnotice: () => {} })
+  const deadline = Date.now() + timeoutMs
+  try {
+    for (;;) {
+      const rows = await leader`select application_name, state from pg_stat_replication`
+      const streaming = new Set(rows.filter((row) => row.state === 'streaming').map((row) => row.application_name))
+      const missing = names.filter((name) => !streaming.has(name))
+      if (missing.length === 0) return
+      if (Date.now() > deadline) {
+        throw new ClusterError(`${missing.join(', ')} did not reach "streaming" within ${timeoutMs / 1000} s: see its postgres.log in the cluster dir.`)
+      }
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  } finally {
+    await leader.end({ timeout: 5 })
+  }
+}
+
+/** Fast shutdown of every node, leader first so replicas receive its last WAL; data is kept. */
+export async function down(dirOption?: string): Promise<string[]> {
+  const dir = resolve(dirOption ?? DEFAULT_CLUSTER_DIR)
+  const state = requireState(dir)
+  const ordered = [...state.nodes].sort((a, b) => (a.role === 'leader' ? -1 : b.role === 'leader' ? 1 : 0))
+  const stopped: string[] = []
+  for (const node of ordered) {
+    if (await stopServer(nodePaths(dir, node.name).dataDir, 'fast')) stopped.push(node.name)
+  }
+  return stopped
+}
+
+/** down, then remove the dir. Refuses a dir that is not a pgfollow cluster. */
+export async function destroy(dirOption?: string): Promise<void> {
+  const dir = resolve(dirOption ?? DEFAULT_CLUSTER_DIR)
+  if (!existsSync(dir)) return
+  const state = requireState(dir)
+  for (const node of state.nodes) await stopServer(nodePaths(dir, node.name).dataDir, 'immediate')
+  rmSync(dir, { recursive: true, force: true })
+}
+
+export function requireState(dir: string): ClusterState {
+  const state = readState(dir)
+  if (!state) throw new ClusterError(`No pgfollow cluster in ${dir} (no ${STATE_FILE}). Create one with \`npx zx scripts/cluster.mjs up --dir ${dir}\`.`)
+  return state
+}
+
+/** For messages: where the current process is, relative paths read better. */
+export function displayDir(dir: string): string {
+  const cwd = process.cwd()
+  return dir.startsWith(cwd + '/') ? dir.slice(cwd.length + 1) : dir
+}
