@@ -1,0 +1,229 @@
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+
+// Node runs the compiled file (npm run build first), Deno the TypeScript source.
+const lib = typeof Deno !== 'undefined' ? '../lib/classify.ts' : '../dist/classify.js'
+const { classifyStatement } = await import(lib)
+
+const R = 'read'
+const W = 'write'
+
+// [statement text, expected kind]
+const statements = [
+  // plain reads
+  ['select 1', R],
+  ['SELECT * FROM posts WHERE id = $1', R],
+  ['select 1;', R],
+  ['select 1 ;  ;\n -- done\n', R],
+  ['  \n\tselect now()', R],
+  ['(select 1)', R],
+  ['((select 1) union all (select 2)) order by 1', R],
+  ['select * from (select * from (select 1) a) b', R],
+  ['table posts', R],
+  ['TABLE public.posts', R],
+  ['values (1),(2)', R],
+  ['(values (1))', R],
+  ['with x as (select 1) select * from x', R],
+  ['WITH RECURSIVE t(n) AS (VALUES (1) UNION ALL SELECT n+1 FROM t WHERE n < 9) SELECT sum(n) FROM t', R],
+  ['with x as materialized (select 1) select * from x', R],
+  ['show work_mem', R],
+  ['SHOW ALL', R],
+  ['select p.*, c.body from posts p join comments c on c.post_id = p.id order by p.id limit $1 offset $2', R],
+  ['select count(*) from t where x = any($1::int[])', R],
+  ['select pg_sleep(0.1)', R],
+  ['select lo_get($1)', R],
+  ['select current_setting($1)', R],
+  ['select substring(body from 1 for 10) from posts', R],
+  ['select * from xmltable($1 passing $2 columns n for ordinality, v text)', R],
+  ['select 1.5e-3, .5, 1_000', R],
+  ['select $1, $2, $10', R],
+  ['select a$b from t', R],
+  ['select t.update, t.delete from t', R],
+  ['select x as insert from t', R],
+  // keywords hidden in strings, identifiers and comments
+  ["select 'delete'", R],
+  ["select 'for update' from t", R],
+  ["select 'it''s; delete from t'", R],
+  ['select "for update" from t', R],
+  ['select "into", "insert" from t', R],
+  ['SELECT "NextVal" FROM "Posts"', R],
+  ['select "a""; delete from t; --" from t', R],
+  ["select E'\\'; delete from t; --'", R],
+  ["select e'it\\'s', 'x'", R],
+  ['select $$ ; delete from t; $$', R],
+  ['select $tag$ $$ ; insert into t $$ $tag$', R],
+  ['select $a$b$a$ as v', R],
+  ['select 1 -- ; delete from t', R],
+  ['select 1 /* ; delete from t */', R],
+  ['select 1 /* outer /* inner */ ; delete from t */', R],
+  ['select /* for update */ * from t', R],
+  ['select * from t -- for update', R],
+  ["select U&'d\\0061t\\+000061' as data", R],
+  // explain
+  ['explain select 1', R],
+  ['EXPLAIN VERBOSE SELECT 1', R],
+  ['explain analyze select 1', R],
+  ['explain (analyze, buffers) select * from t', R],
+  ['explain delete from t', R],
+  ['explain (costs off) insert into t values (1)', R],
+  ['explain (analyze false) delete from t', R],
+  ['explain (analyze off, verbose) update t set x = 1', R],
+  ['explain (select 1)', R],
+  ['explain analyze delete from t', W],
+  ['EXPLAIN ANALYSE VERBOSE UPDATE t SET x = 1', W],
+  ['explain (analyze) insert into t values (1)', W],
+  ['explain (verbose, analyze true) insert into t values (1)', W],
+  ['explain (analyze 1) merge into t using s on t.id = s.id when matched then delete', W],
+  ['explain analyze select nextval($1)', W],
+  ['explain analyze select * from t for update', W],
+  ['explain execute stmt(1)', W],
+  // reads that are not: locks, SELECT INTO, data-modifying CTEs, write functions
+  ['select * from t for update', W],
+  ['select * from t for update skip locked', W],
+  ['select * from t where id = $1 for no key update nowait', W],
+  ['select * from t for share', W],
+  ['select * from t for key share of t', W],
+  ['select * from (select * from t for update) s', W],
+  ['select * from t where id = 1for update', W],
+  ['Select * From T For Update', W],
+  ['SELECT * FROM t FOR KEY SHARE', W],
+  ["SELECT NextVal('s')", W],
+  ['select * into newtable from t', W],
+  ['with x as (insert into t values (1) returning *) select * from x', W],
+  ['WITH d AS (DELETE FROM t WHERE id = $1 RETURNING id) SELECT count(*) FROM d', W],
+  ['with u as materialized (update t set x = 1 returning *) select * from u', W],
+  ['with x as (select 1) insert into t select * from x', W],
+  ['with m as (merge into t using s on true when matched then do nothing returning *) select * from m', W],
+  ["select nextval('s')", W],
+  ["select pg_catalog.nextval('s')", W],
+  ['select "nextval"($1)', W],
+  ['select "pg_catalog"."setval"($1, 10)', W],
+  ["select currval('s')", W],
+  ['select lastval()', W],
+  ["select id, nextval /* c */ ('s') from t", W],
+  ['select pg_advisory_lock(1)', W],
+  ['select pg_try_advisory_lock($1)', W],
+  ['select pg_advisory_xact_lock_shared(1)', W],
+  ['select pg_advisory_unlock_all()', W],
+  ["select set_config('a','b',false)", W],
+  ['select pg_notify($1, $2)', W],
+  ['select txid_current()', W],
+  ['select pg_current_xact_id()', W],
+  ['select lo_create(0)', W],
+  ["select lo_import('/tmp/x')", W],
+  ['select pg_current_wal_lsn()', W],
+  ['select * from t where id = (select nextval($1))', W],
+  ['values (nextval($1))', W],
+  ['select * from dblink($1, $2) as r(x int)', W],
+  // more than one statement
+  ['select 1; delete from t', W],
+  ['select 1; select 2', W],
+  ['select 1; /* comment */ select 2', W],
+  ["select '\\'; delete from t; --'", W],
+  // statements that always write
+  ['insert into t values ($1)', W],
+  ['UPDATE t SET x = $1 WHERE id = $2', W],
+  ['delete from t', W],
+  ['merge into t using s on t.id = s.id when not matched then insert values (s.id)', W],
+  ['copy t to stdout', W],
+  ['copy (select 1) to stdout', W],
+  ['do $$ begin end $$', W],
+  ['call p()', W],
+  ['set work_mem = $1', W],
+  ['SET LOCAL statement_timeout = 0', W],
+  ['reset all', W],
+  ['listen chan', W],
+  ['unlisten *', W],
+  ["notify chan, 'x'", W],
+  ['begin', W],
+  ['start transaction read only', W],
+  ['commit', W],
+  ['prepare q as select 1', W],
+  ['execute q', W],
+  ['declare c cursor for select 1', W],
+  ['lock table t', W],
+  ['vacuum t', W],
+  ['analyze t', W],
+  ['refresh materialized view v', W],
+  ['create table t (id int)', W],
+  ['alter table t add column x int', W],
+  ['drop table t', W],
+  ['truncate t', W],
+  ['grant select on t to u', W],
+  ['revoke select on t from u', W],
+  ["comment on table t is 'x'", W],
+  ['(insert into t values (1))', W],
+  // nothing, or nothing we understand
+  ['', W],
+  ['   ', W],
+  [';', W],
+  ['-- only a comment', W],
+  ['/* only a comment */', W],
+  ['frobnicate the database', W],
+  ['$1', W],
+  ["select 'unterminated", W],
+  ['select "unterminated', W],
+  ['select $$ unterminated', W],
+  ['select 1 /* unterminated /* nested */', W],
+]
+
+const table = suite('classifyStatement table')
+
+for (const [text, expected] of statements) {
+  table(`${JSON.stringify(text)} is a ${expected}`, () => {
+    const { kind, reason } = classifyStatement(text)
+    assert.is(kind, expected, `${JSON.stringify(text)} classified ${kind} (${reason}), expected ${expected}`)
+    assert.type(reason, 'string')
+    assert.ok(reason.length > 0, 'every classification has a reason')
+  })
+}
+
+table.run()
+
+// ---
+
+const reasons = suite('classifyStatement reasons')
+
+reasons('name the rule that fired', () => {
+  assert.equal(classifyStatement('select 1'), { kind: 'read', reason: 'SELECT' })
+  assert.equal(classifyStatement('select * from t for update skip locked'), { kind: 'write', reason: 'FOR UPDATE locks rows' })
+  assert.equal(classifyStatement('select * from t for no key update'), { kind: 'write', reason: 'FOR NO KEY UPDATE locks rows' })
+  assert.equal(classifyStatement('with x as (insert into t default values returning *) select * from x'), { kind: 'write', reason: 'data-modifying CTE' })
+  assert.equal(classifyStatement('select 1; delete from t'), { kind: 'write', reason: 'multiple statements' })
+  assert.equal(classifyStatement('frobnicate'), { kind: 'write', reason: 'unknown statement' })
+  assert.equal(classifyStatement(''), { kind: 'write', reason: 'empty statement' })
+  assert.equal(classifyStatement('select * into x from t'), { kind: 'write', reason: 'SELECT INTO creates a table' })
+  assert.equal(classifyStatement("select nextval('s')"), { kind: 'write', reason: 'nextval advances a sequence' })
+  assert.equal(classifyStatement('select pg_advisory_lock(1)'), { kind: 'write', reason: 'advisory locks live on one node' })
+  assert.is(classifyStatement('explain analyze delete from t').reason, 'EXPLAIN ANALYZE executes it: DELETE')
+})
+
+reasons('the table covers at least 80 statements', () => {
+  assert.ok(statements.length >= 80, `only ${statements.length} rows`)
+})
+
+reasons.run()
+
+// ---
+
+const speed = suite('classifyStatement speed')
+
+speed('classifies 10k statements of about 300 characters', () => {
+  const text =
+    'select p.id, p.title, p.body, c.id as comment_id, c.body as comment_body /* page of posts */ ' +
+    "from posts p left join comments c on c.post_id = p.id where p.blog_id = $1 and p.title <> 'draft; for update' " +
+    'and p.created_at > $2 and p.published order by p.id desc, c.id limit $3 offset $4 -- paged posts'
+  assert.ok(text.length >= 290 && text.length <= 320, `statement is ${text.length} characters`)
+  assert.is(classifyStatement(text).kind, 'read')
+  // warm the JIT first so the figure is the steady state the tag will see
+  for (let i = 0; i < 1_000; i++) classifyStatement(text)
+  const n = 10_000
+  let reads = 0
+  const start = performance.now()
+  for (let i = 0; i < n; i++) if (classifyStatement(text).kind === 'read') reads++
+  const elapsed = performance.now() - start
+  assert.is(reads, n)
+  console.log(`  classifyStatement: ${((elapsed * 1000) / n).toFixed(2)} µs per ${text.length}-character statement`)
+})
+
+speed.run()
