@@ -45,9 +45,25 @@ export function isAlive(pid: number | null): boolean {
   if (!pid) return false
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  return !isZombie(pid)
+}
+
+/**
+ * pg_ctl daemonises the postmaster, so its parent is init. An init that
+ * reaps late (container init processes often do, every second or two)
+ * leaves an exited server as a zombie that still answers signal 0: a zombie
+ * has exited, and counting it as alive made every stop wait for the reaper.
+ */
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+    return state === 'Z' || state === 'X'
+  } catch {
+    return false // no /proc (not Linux) or the process is gone: signal 0 decided
   }
 }
 
