@@ -104,8 +104,13 @@ export function descriptorOf(state: ClusterState): ClusterDescriptor {
 export function readState(dir: string): ClusterState | null {
   const file = join(dir, STATE_FILE)
   if (!existsSync(file)) return null
-  const state = JSON.parse(readFileSync(file, 'utf8')) as ClusterState
-  if (state.tool !== 'pgfollow') throw new ClusterError(`${file} was not written by pgfollow: choose another --dir.`)
+  let state: ClusterState
+  try {
+    state = JSON.parse(readFileSync(file, 'utf8')) as ClusterState
+  } catch (error) {
+    throw new ClusterError(`${file} is not valid JSON, so it was not written by pgfollow: choose another --dir.`, { cause: error })
+  }
+  if (state?.tool !== 'pgfollow') throw new ClusterError(`${file} was not written by pgfollow: choose another --dir.`)
   return state
 }
 
