@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// Applies sql/migrations to a cluster (run with `npx zx` or plain `node`):
+//   migrate.mjs [--cluster FILE] [--directory DIR] [--json]
+// The cluster is found like everywhere else: --cluster, else PGFOLLOW_CLUSTER,
+// else .pgfollow/cluster.json. lib/migrate.ts does the work: leader only,
+// ledger with checksums, advisory lock, and it returns once replicas replayed.
+import { argv, chalk, echo } from 'zx'
+
+const USAGE = `Usage: npx zx scripts/migrate.mjs [--cluster FILE] [--directory DIR] [--json]
+
+  --cluster FILE     cluster descriptor (default: $PGFOLLOW_CLUSTER, else .pgfollow/cluster.json)
+  --directory DIR    migration files NNN_name.sql (default: sql/migrations)
+  --json             print one machine-readable result`
+
+const FLAGS = new Set(['_', '--', 'cluster', 'directory', 'json', 'help', 'h'])
+
+let pgfollow
+try {
+  pgfollow = await import('pgfollow')
+} catch (error) {
+  if (error?.code !== 'ERR_MODULE_NOT_FOUND' || !/dist/.test(error.message)) throw error
+  console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
+  process.exit(1)
+}
+
+try {
+  process.exitCode = await main()
+} catch (error) {
+  if (error instanceof pgfollow.PgfollowError) console.error(chalk.red(error.message))
+  else console.error(chalk.red(error?.stack ?? String(error)))
+  process.exitCode = 1
+}
+
+async function main() {
+  if (argv.help || argv.h) {
+    echo(USAGE)
+    return 0
+  }
+  const unknown = Object.keys(argv).filter((key) => !FLAGS.has(key))
+  if (unknown.length > 0 || argv._.length > 0) {
+    const what = unknown.length > 0 ? `Unknown flag ${unknown.map((key) => `--${key}`).join(', ')}` : `Unexpected argument ${argv._.join(' ')}`
+    throw new pgfollow.ConfigError(`${what}. Run with --help for usage.`)
+  }
+  const file = argv.cluster === undefined ? undefined : String(argv.cluster)
+  const descriptor = pgfollow.loadDescriptor(file)
+  const started = Date.now()
+  const result = await pgfollow.migrate({
+    leader: descriptor.leader,
+    replicas: descriptor.replicas,
+    directory: argv.directory === undefined ? undefined : String(argv.directory),
+    onProgress: (message) => process.stderr.write(chalk.dim(`  ${message}\n`)),
+  })
+  const seconds = ((Date.now() - started) / 1000).toFixed(1)
+  if (argv.json) {
+    echo(JSON.stringify({ cluster: pgfollow.descriptorPath(file), ...result, seconds: Number(seconds) }, null, 2))
+  } else if (result.applied.length > 0) {
+    echo(chalk.green(`Applied ${result.applied.join(', ')} in ${seconds} s; ${descriptor.replicas.length} replica(s) have replayed them.`))
+  } else {
+    echo(`Nothing to apply: all ${result.alreadyApplied.length} migration(s) are in the ledger.`)
+  }
+  return 0
+}
