@@ -1,0 +1,146 @@
+/**
+ * The background monitor: every interval it asks each node where it stands
+ * (one query, sql/queries/node-position.sql), derives each replica's lag in
+ * bytes and in time, retires replicas beyond maxLag and restores them below
+ * half of it, bans nodes that do not answer, and notices a new leader.
+ * Its timer is unref'd: it never keeps a process alive on its own.
+ */
+import { lsnDistance, maxLsn, parseLsn } from './lsn.ts'
+import type { ClusterNode } from './node.ts'
+import type { NormalizedOptions } from './options.ts'
+import { sqlText } from './sqlfiles.ts'
+
+/** What the monitor needs from the router: the nodes, the leader, and where to report. */
+export interface MonitoredCluster {
+  readonly nodes: ClusterNode[]
+  readonly options: NormalizedOptions
+  leader: ClusterNode
+  electLeader(writable: ClusterNode[]): void
+  nodeFailed(node: ClusterNode, error: unknown): void
+  nodeAnswered(node: ClusterNode): void
+  emit(event: string, payload: unknown): boolean
+}
+
+interface LeaderSample {
+  lsn: bigint
+  at: number
+}
+
+/** Rejects after `ms` unless the promise settles first. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`${what} did not answer within ${ms} ms`), { code: 'PGFOLLOW_READ_TIMEOUT' })), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+export class Monitor {
+  readonly #cluster: MonitoredCluster
+  /** Leader positions over time: how long ago the leader passed a replica's position is its lag. */
+  #history: LeaderSample[] = []
+  #timer: ReturnType<typeof setInterval> | null = null
+  #ticking: Promise<void> | null = null
+
+  constructor(cluster: MonitoredCluster) {
+    this.#cluster = cluster
+  }
+
+  start(): void {
+    const interval = this.#cluster.options.monitorInterval
+    this.#timer = setInterval(() => void this.tick(), interval)
+    unref(this.#timer)
+    // A first look right away, so lag and roles are known within one round trip.
+    const first = setTimeout(() => void this.tick(), 0)
+    unref(first)
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer)
+    this.#timer = null
+  }
+
+  /** One round of checks; overlapping ticks share the one in progress. */
+  tick(): Promise<void> {
+    this.#ticking ??= this.#checkAll().finally(() => (this.#ticking = null))
+    return this.#ticking
+  }
+
+  async #checkAll(): Promise<void> {
+    const cluster = this.#cluster
+    const now = Date.now()
+    const due = cluster.nodes.filter((node) => node.dueForCheck(now))
+    const positions = await Promise.all(due.map((node) => this.#check(node)))
+    if (!this.#timer) return // stopped while checking
+
+    cluster.electLeader(cluster.nodes.filter((node) => node.failures === 0 && node.inRecovery === false))
+    const leader = cluster.leader
+    const leaderRow = positions[due.indexOf(leader)]
+    const leaderLsn = leaderRow && !leaderRow.in_recovery ? parseLsn(leaderRow.current_lsn) : null
+    if (leaderLsn !== null) this.#remember(leaderLsn, now)
+
+    due.forEach((node, index) => {
+      const row = positions[index]
+      if (!row || node === leader || !row.in_recovery) return
+      node.replayLsn = maxLsn(node.replayLsn, parseLsn(row.replay_lsn))
+      node.receiveLsn = parseLsn(row.receive_lsn)
+      if (leaderLsn === null) return // lag unknown without the leader: keep the last values
+      node.lagBytes = lsnDistance(node.replayLsn, leaderLsn)
+      node.lagMs = this.#lagMs(node.replayLsn, now)
+      this.#retireOrRestore(node)
+    })
+  }
+
+  async #check(node: ClusterNode): Promise<Record<string, any> | null> {
+    const { connectTimeout, monitorInterval } = this.#cluster.options
+    try {
+      const [row] = await withTimeout(node.monitor.unsafe(sqlText('queries/node-position.sql')), Math.min(connectTimeout, monitorInterval), node.name)
+      node.inRecovery = row.in_recovery
+      this.#cluster.nodeAnswered(node)
+      return row
+    } catch (error) {
+      this.#cluster.nodeFailed(node, error)
+      return null
+    }
+  }
+
+  #remember(lsn: bigint, at: number): void {
+    const history = this.#history
+    if (history.length === 0 || history[history.length - 1].lsn !== lsn) history.push({ lsn, at })
+    // Keep twice maxLag of history: a replica further behind is retired either way.
+    const horizon = at - Math.max(2 * this.#cluster.options.maxLag.ms, 10 * this.#cluster.options.monitorInterval)
+    while (history.length > 2 && history[1].at < horizon) history.shift()
+  }
+
+  /**
+   * Time lag: how long ago the leader first stood beyond the replica's
+   * replay position. A replica that replayed everything has none, so an
+   * idle leader is no lag (unlike now() - pg_last_xact_replay_timestamp()).
+   */
+  #lagMs(replay: bigint | null, now: number): number {
+    const history = this.#history
+    if (replay === null || history.length === 0 || replay >= history[history.length - 1].lsn) return 0
+    const passed = history.find((sample) => sample.lsn > replay) ?? history[0]
+    return now - passed.at
+  }
+
+  /** Out beyond maxLag, back in below half of it: hysteresis, so a node near the limit does not flap. */
+  #retireOrRestore(node: ClusterNode): void {
+    const { bytes, ms } = this.#cluster.options.maxLag
+    const detail = { name: node.name, url: node.safeUrl, lagBytes: node.lagBytes, lagMs: node.lagMs }
+    if (!node.retired && (node.lagBytes > bytes || node.lagMs > ms)) {
+      node.retired = true
+      this.#cluster.emit('retire', { ...detail, reason: 'lag' })
+    } else if (node.retired && node.lagBytes <= bytes / 2 && node.lagMs <= ms / 2) {
+      node.retired = false
+      if (node.failures === 0) this.#cluster.emit('restore', { ...detail, reason: 'lag' })
+    }
+  }
+}
+
+/** Deno's timers are numbers; Node's are objects with unref. */
+function unref(timer: unknown): void {
+  const maybe = timer as { unref?: () => void }
+  if (typeof maybe?.unref === 'function') maybe.unref()
+  else if (typeof (globalThis as any).Deno?.unrefTimer === 'function') (globalThis as any).Deno.unrefTimer(timer)
+}

@@ -1,0 +1,125 @@
+/**
+ * One node of the cluster as the sql tag sees it: a postgres.js pool for
+ * statements, a one-connection client for the monitor (so health checks do
+ * not queue behind a busy pool), and what we know of its health.
+ */
+import postgres from 'postgres'
+import { redactUrl } from './errors.ts'
+import type { NormalizedOptions } from './options.ts'
+
+export type NodeState = 'healthy' | 'retired' | 'banned' | 'down'
+
+/** The internals of a postgres.js Query the router relies on. */
+export interface PgQuery extends Promise<unknown> {
+  strings: string[] & { raw?: readonly string[] }
+  args: unknown[]
+  tagged: boolean
+  handler: ((query: PgQuery) => unknown) & { debug?: unknown }
+  canceller: unknown
+  options: Record<string, unknown> & { onexecute?: (connection: { execute(query: PgQuery): boolean }) => unknown }
+  resolve: (value: unknown) => void
+  reject: (error: unknown) => void
+  executed: boolean
+  isRaw?: boolean | 'values'
+  cursorFn?: unknown
+  forEachFn?: unknown
+  cursorRows?: number
+}
+
+/** Consecutive failures after which a node counts as down rather than banned. */
+const DOWN_AFTER_FAILURES = 3
+
+export class ClusterNode {
+  readonly name: string
+  readonly url: string
+  readonly safeUrl: string
+  readonly weight: number
+  readonly pool: postgres.Sql
+  readonly monitor: postgres.Sql
+  /** The pool's own query handler and canceller, taken from an unexecuted query. */
+  readonly handler: PgQuery['handler']
+  readonly canceller: unknown
+
+  /** From the last successful check: is it a standby? null before the first one. */
+  inRecovery: boolean | null = null
+  replayLsn: bigint | null = null
+  receiveLsn: bigint | null = null
+  lagBytes = 0
+  lagMs = 0
+  retired = false
+  failures = 0
+  bannedUntil = 0
+  lastError: string | null = null
+
+  /** A replay-position query in flight, shared by every session waiting on this node. */
+  refreshing: Promise<void> | null = null
+
+  inFlight = 0
+  served = 0
+  errors = 0
+
+  constructor(name: string, url: string, weight: number, options: NormalizedOptions) {
+    this.name = name
+    this.url = url
+    this.safeUrl = redactUrl(url)
+    this.weight = weight
+    const connectTimeoutSeconds = options.connectTimeout / 1000
+    this.pool = postgres(url, { onnotice: () => {}, ...options.postgres, connect_timeout: connectTimeoutSeconds })
+    this.monitor = postgres(url, {
+      max: 1,
+      onnotice: () => {},
+      fetch_types: false,
+      connect_timeout: connectTimeoutSeconds,
+      connection: { application_name: 'pgfollow-monitor' },
+    })
+    const probe = this.pool`` as unknown as PgQuery
+    this.handler = probe.handler
+    this.canceller = probe.canceller
+  }
+
+  /** May serve reads: not retired, not failing. */
+  get available(): boolean {
+    return !this.retired && this.failures === 0
+  }
+
+  get state(): NodeState {
+    if (this.failures >= DOWN_AFTER_FAILURES) return 'down'
+    if (this.failures > 0) return 'banned'
+    return this.retired ? 'retired' : 'healthy'
+  }
+
+  /** A failed connection or check: ban for an exponentially growing time. */
+  fail(error: unknown, ban: { base: number; max: number }): void {
+    this.failures++
+    this.errors++
+    this.lastError = redactMessage(error, this.url)
+    this.bannedUntil = Date.now() + Math.min(ban.base * 2 ** (this.failures - 1), ban.max)
+  }
+
+  /** A successful check lifts any ban. */
+  succeed(): void {
+    this.failures = 0
+    this.bannedUntil = 0
+    this.lastError = null
+  }
+
+  /** Whether the monitor should check it now (banned nodes wait out their back-off). */
+  dueForCheck(now: number): boolean {
+    return this.failures === 0 || now >= this.bannedUntil
+  }
+
+  async end(timeoutSeconds: number): Promise<void> {
+    await Promise.all([this.pool.end({ timeout: timeoutSeconds }), this.monitor.end({ timeout: timeoutSeconds })])
+  }
+}
+
+/** An error's message with the node's password removed, for status and events. */
+export function redactMessage(error: unknown, url: string): string {
+  const message = error instanceof Error ? error.message : String(error)
+  try {
+    const password = decodeURIComponent(new URL(url).password)
+    return password ? message.split(password).join('***') : message
+  } catch {
+    return message
+  }
+}

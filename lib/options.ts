@@ -1,0 +1,117 @@
+/**
+ * Options of `connect()`, normalised in one place: explicit option, else
+ * the descriptor (file, PGFOLLOW_CLUSTER or the default path), else the
+ * defaults in the table below. Bad values are rejected here, early, with a
+ * message that names the option.
+ */
+import type postgres from 'postgres'
+import { type ClusterDescriptor, loadDescriptor, validateDescriptor } from './config.ts'
+import { ConfigError } from './errors.ts'
+
+export type Balance = 'round-robin' | 'random' | 'least-busy'
+export const BALANCES: readonly Balance[] = ['round-robin', 'random', 'least-busy']
+
+export interface ConnectOptions {
+  /** Leader URL; with `replicas`, replaces the descriptor file. */
+  leader?: string
+  replicas?: string[]
+  /** Path of a descriptor file (default: PGFOLLOW_CLUSTER, else .pgfollow/cluster.json). */
+  cluster?: string
+  /** How reads spread over healthy replicas. */
+  balance?: Balance
+  /** Relative weight per replica, in descriptor order (default all 1). */
+  weights?: number[]
+  /** Beyond either limit a replica is retired from reads; restored below half of both. */
+  maxLag?: { bytes?: number; ms?: number }
+  /** How often the monitor reads LSNs, ms. */
+  monitorInterval?: number
+  /** How long a causal session waits for a caught-up replica before reading from the leader, ms. */
+  sessionWait?: number
+  /** With no healthy replica, read from the leader (true) or throw NoReplicaError (false). */
+  fallback?: boolean
+  /** Per-host connect timeout, ms: one dead host cannot stall a caller longer. */
+  connectTimeout?: number
+  /** A replica read unanswered for this long is retried elsewhere and the replica banned, ms (0: never). */
+  readTimeout?: number
+  /** Exponential back-off of a failing node: first and longest ban, ms. */
+  ban?: { base?: number; max?: number }
+  /** Options passed to every postgres.js pool (max, types, transform, ...). */
+  postgres?: postgres.Options<Record<string, postgres.PostgresType>>
+}
+
+export interface NormalizedOptions {
+  leader: string
+  replicas: string[]
+  balance: Balance
+  weights: number[]
+  maxLag: { bytes: number; ms: number }
+  monitorInterval: number
+  sessionWait: number
+  fallback: boolean
+  connectTimeout: number
+  readTimeout: number
+  ban: { base: number; max: number }
+  postgres: postgres.Options<Record<string, postgres.PostgresType>>
+}
+
+const DEFAULTS = {
+  balance:         'round-robin' as Balance,
+  maxLagBytes:     16 * 1024 * 1024,
+  maxLagMs:        10_000,
+  monitorInterval: 1_000,
+  sessionWait:     100,
+  fallback:        true,
+  connectTimeout:  2_000,
+  readTimeout:     10_000,
+  banBase:         250,
+  banMax:          30_000,
+}
+
+/** `connect()` / `connect('file.json')` / `connect({ ... })` → one normalised object. */
+export function normalizeOptions(input?: string | ConnectOptions): NormalizedOptions {
+  const options: ConnectOptions = typeof input === 'string' ? { cluster: input } : { ...input }
+  const descriptor = resolveDescriptor(options)
+  const weights = options.weights ?? descriptor.replicas.map(() => 1)
+  if (weights.length !== descriptor.replicas.length || weights.some((w) => !(Number.isFinite(w) && w > 0))) {
+    throw new ConfigError(`weights must hold one positive number per replica (${descriptor.replicas.length}), got ${JSON.stringify(options.weights)}.`)
+  }
+  const balance = options.balance ?? DEFAULTS.balance
+  if (!BALANCES.includes(balance)) throw new ConfigError(`balance must be one of ${BALANCES.join(', ')}, not "${balance}".`)
+  return {
+    ...descriptor,
+    balance,
+    weights,
+    maxLag: {
+      bytes: positive('maxLag.bytes', options.maxLag?.bytes ?? DEFAULTS.maxLagBytes),
+      ms: positive('maxLag.ms', options.maxLag?.ms ?? DEFAULTS.maxLagMs),
+    },
+    monitorInterval: positive('monitorInterval', options.monitorInterval ?? DEFAULTS.monitorInterval),
+    sessionWait: atLeastZero('sessionWait', options.sessionWait ?? DEFAULTS.sessionWait),
+    fallback: options.fallback ?? DEFAULTS.fallback,
+    connectTimeout: positive('connectTimeout', options.connectTimeout ?? DEFAULTS.connectTimeout),
+    readTimeout: atLeastZero('readTimeout', options.readTimeout ?? DEFAULTS.readTimeout),
+    ban: {
+      base: positive('ban.base', options.ban?.base ?? DEFAULTS.banBase),
+      max: positive('ban.max', options.ban?.max ?? DEFAULTS.banMax),
+    },
+    postgres: options.postgres ?? {},
+  }
+}
+
+function resolveDescriptor(options: ConnectOptions): ClusterDescriptor {
+  if (options.leader !== undefined || options.replicas !== undefined) {
+    if (options.cluster) throw new ConfigError('Give either `cluster` (a descriptor file) or `leader`/`replicas`, not both.')
+    return validateDescriptor({ leader: options.leader, replicas: options.replicas ?? [] }, 'connect() options')
+  }
+  return loadDescriptor(options.cluster)
+}
+
+function positive(name: string, value: number): number {
+  if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) throw new ConfigError(`${name} must be a positive number, not ${value}.`)
+  return value
+}
+
+function atLeastZero(name: string, value: number): number {
+  if (!(typeof value === 'number' && Number.isFinite(value) && value >= 0)) throw new ConfigError(`${name} must be a number >= 0, not ${value}.`)
+  return value
+}

@@ -1,0 +1,486 @@
+/**
+ * The router decides where each statement runs and makes failures on the
+ * way invisible where that is safe: a read that meets a dead, lagging or
+ * read-only node is retried elsewhere; a write goes to the leader, and is
+ * retried only when it surely never ran. It owns the nodes, the monitor and
+ * the health events.
+ */
+import { EventEmitter } from 'node:events'
+import { createPicker, type Picker } from './balance.ts'
+import { classifyStatement, type StatementKind } from './classify.ts'
+import { ConfigError, LeaderUnavailableError, NoReplicaError } from './errors.ts'
+import {
+  authenticationFailure,
+  connectionLost,
+  neverConnected,
+  nodeUnreachable,
+  readOnlyRefusal,
+  retryableRead,
+} from './failures.ts'
+import { Monitor, withTimeout } from './health.ts'
+import { maxLsn, parseLsn } from './lsn.ts'
+import { ClusterNode, type NodeState, type PgQuery } from './node.ts'
+import type { NormalizedOptions } from './options.ts'
+import type { SessionPosition } from './session.ts'
+
+/** Where a tag sends statements: by classification, or pinned. */
+export interface RouteContext {
+  intent: 'auto' | 'leader' | 'replica'
+  session?: SessionPosition
+}
+
+/** One statement on its way, across retries. */
+interface Job {
+  query: PgQuery
+  settle: { resolve: (value: unknown) => void; reject: (error: unknown) => void }
+  ctx: RouteContext
+  kind: StatementKind
+  tried: Set<ClusterNode>
+  leaderRetried: boolean
+}
+
+/** What `sql.status()` reports per node. */
+export interface NodeStatus {
+  name: string
+  url: string
+  role: 'leader' | 'replica'
+  state: NodeState
+  lagBytes: number
+  lagMs: number
+  inFlight: number
+  served: number
+  errors: number
+  lastError: string | null
+}
+
+// Positions read right behind a statement, on the same connection.
+const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
+const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
+/** A position no replica reaches: the session reads from the leader until it learns a real one. */
+const UNREACHABLE_POSITION = (1n << 64n) - 1n
+const MAX_CACHED_TEXTS = 5_000
+
+export class Router extends EventEmitter {
+  readonly options: NormalizedOptions
+  readonly nodes: ClusterNode[]
+  leader: ClusterNode
+  /** postgres.js's Query class, to recognise fragments nested in a statement. */
+  readonly Query: new (...args: never[]) => PgQuery
+  readonly #pick: Picker
+  readonly #monitor: Monitor
+  readonly #kindByStrings = new WeakMap<object, StatementKind>()
+  readonly #kindByText = new Map<string, StatementKind>()
+  /** Statements a replica refused as read-only (25006): they go to the leader from now on. */
+  readonly #leaderOnlyStrings = new WeakSet<object>()
+  readonly #leaderOnlyTexts = new Set<string>()
+  #discovery: Promise<ClusterNode | null> | null = null
+  #ended = false
+
+  constructor(options: NormalizedOptions) {
+    super()
+    this.options = options
+    this.nodes = [
+      new ClusterNode('leader', options.leader, 1, options),
+      ...options.replicas.map((url, i) => new ClusterNode(`replica${i + 1}`, url, options.weights[i], options)),
+    ]
+    this.leader = this.nodes[0]
+    this.Query = Object.getPrototypeOf(this.leader.pool``).constructor
+    this.#pick = createPicker(options.balance)
+    this.#monitor = new Monitor(this)
+    this.#monitor.start()
+  }
+
+  /** The pool new statements are created with (any pool would do; they are routed on execution). */
+  get factory() {
+    return this.nodes[0].pool
+  }
+
+  // -------------------------------------------------------------------------
+  // Routing
+
+  /** postgres.js calls this when a statement created by our tag is executed. */
+  route(query: PgQuery, ctx: RouteContext): void {
+    const job: Job = {
+      query,
+      settle: { resolve: query.resolve, reject: query.reject },
+      ctx,
+      kind: ctx.intent === 'leader' ? 'write' : ctx.intent === 'replica' ? 'read' : this.kindOf(query),
+      tried: new Set(),
+      leaderRetried: false,
+    }
+    const run = job.kind === 'write' ? this.#runOnLeader(job, query) : this.#runRead(job, query)
+    run.catch((error) => job.settle.reject(error))
+  }
+
+  /** read or write, cached per call site (template strings) or per text. */
+  kindOf(query: PgQuery): StatementKind {
+    if (query.tagged && !query.args.some((arg) => this.#isFragment(arg))) {
+      if (this.#leaderOnlyStrings.has(query.strings)) return 'write'
+      let kind = this.#kindByStrings.get(query.strings)
+      if (!kind) this.#kindByStrings.set(query.strings, (kind = classifyStatement(this.statementText(query)).kind))
+      return kind
+    }
+    const text = this.statementText(query)
+    if (this.#leaderOnlyTexts.has(text)) return 'write'
+    let kind = this.#kindByText.get(text)
+    if (!kind) {
+      kind = classifyStatement(text).kind
+      if (this.#kindByText.size >= MAX_CACHED_TEXTS) this.#kindByText.clear()
+      this.#kindByText.set(text, kind)
+    }
+    return kind
+  }
+
+  /** The statement with fragments inlined and every value as a placeholder: all the classifier needs. */
+  statementText(query: PgQuery): string {
+    if (!query.tagged) return query.strings[0]
+    let text = query.strings[0]
+    for (let i = 0; i < query.args.length; i++) text += this.#argumentText(query.args[i]) + query.strings[i + 1]
+    return text
+  }
+
+  #argumentText(arg: unknown): string {
+    if (arg instanceof this.Query) return this.statementText(arg)
+    if (Array.isArray(arg) && arg[0] instanceof this.Query) return arg.map((item) => this.#argumentText(item)).join(' ')
+    return '$1'
+  }
+
+  #isFragment(arg: unknown): boolean {
+    return arg instanceof this.Query || (Array.isArray(arg) && arg[0] instanceof this.Query)
+  }
+
+  #rememberLeaderOnly(query: PgQuery): void {
+    if (query.tagged && !query.args.some((arg) => this.#isFragment(arg))) this.#leaderOnlyStrings.add(query.strings)
+    else this.#leaderOnlyTexts.add(this.statementText(query))
+  }
+
+  async #runRead(job: Job, attempt: PgQuery): Promise<void> {
+    const position = job.ctx.session ? await job.ctx.session.settled() : null
+    let node = this.#pickReplica(position, job.tried)
+    if (!node && position !== null && this.readCandidates(job.tried).length > 0) {
+      node = await this.#waitForReplica(position, job.tried)
+    }
+    if (!node) {
+      const anyReplica = this.readCandidates(new Set()).length > 0
+      if (!this.options.fallback && !anyReplica) {
+        throw new NoReplicaError(
+          'No healthy replica can serve this read and fallback is off. Check `sql.status()` for why the replicas are out, or connect with `fallback: true` to read from the leader meanwhile.',
+        )
+      }
+      if (!this.leaderUsable || job.tried.has(this.leader)) {
+        throw new LeaderUnavailableError('No node can serve this read: every replica is out and the leader does not answer. Check `sql.status()`.')
+      }
+      node = this.leader
+    }
+    this.#dispatch(job, attempt, node)
+  }
+
+  async #runOnLeader(job: Job, attempt: PgQuery): Promise<void> {
+    if (!this.leaderUsable) {
+      void this.discoverLeader()
+      throw this.#leaderUnavailable()
+    }
+    this.#dispatch(job, attempt, this.leader)
+  }
+
+  get leaderUsable(): boolean {
+    return this.leader.failures === 0 && this.leader.inRecovery !== true
+  }
+
+  #leaderUnavailable(cause?: unknown): LeaderUnavailableError {
+    const leader = this.leader
+    const why = leader.inRecovery === true
+      ? `${leader.safeUrl} is in recovery (a replica) and no other node accepts writes`
+      : `the leader ${leader.safeUrl} does not answer${leader.lastError ? ` (${leader.lastError})` : ''}`
+    return new LeaderUnavailableError(
+      `No leader accepts writes: ${why}. Reads still go to replicas. Promote a replica (npx zx scripts/failover.mjs) or bring the leader back; writes resume by themselves once a leader answers.`,
+      { cause },
+    )
+  }
+
+  /** Healthy replicas not yet tried for this statement. */
+  readCandidates(tried: Set<ClusterNode>): ClusterNode[] {
+    return this.nodes.filter((node) => node !== this.leader && node.inRecovery !== false && node.available && !tried.has(node))
+  }
+
+  #pickReplica(position: bigint | null, tried: Set<ClusterNode>): ClusterNode | null {
+    let candidates = this.readCandidates(tried)
+    if (position !== null) candidates = candidates.filter((node) => node.replayLsn !== null && node.replayLsn >= position)
+    return candidates.length > 0 ? this.#pick(candidates) : null
+  }
+
+  /** A causal read waits up to sessionWait for a replica to replay its position. */
+  async #waitForReplica(position: bigint, tried: Set<ClusterNode>): Promise<ClusterNode | null> {
+    const deadline = Date.now() + this.options.sessionWait
+    for (;;) {
+      const candidates = this.readCandidates(tried)
+      if (candidates.length === 0) return null
+      await Promise.all(candidates.map((node) => this.#refreshReplay(node, Math.max(1, deadline - Date.now()))))
+      const picked = this.#pickReplica(position, tried)
+      if (picked) return picked
+      const left = deadline - Date.now()
+      if (left <= 0) return null
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5, left)))
+    }
+  }
+
+  /** Asks a replica for its replay position; concurrent askers share one query. */
+  #refreshReplay(node: ClusterNode, timeoutMs: number): Promise<void> {
+    node.refreshing ??= withTimeout(node.monitor.unsafe(REPLICA_POSITION), Math.max(timeoutMs, 50), node.name)
+      .then(([row]) => void (node.replayLsn = maxLsn(node.replayLsn, parseLsn(row.lsn))))
+      .catch(() => {})
+      .finally(() => (node.refreshing = null))
+    return node.refreshing
+  }
+
+  // -------------------------------------------------------------------------
+  // Execution
+
+  /**
+   * Hands the statement to the node's own postgres.js pool. Its settle
+   * functions are wrapped so we see the outcome first: count it, raise a
+   * session's position, or retry elsewhere before the caller sees an error.
+   */
+  #dispatch(job: Job, attempt: PgQuery, node: ClusterNode): void {
+    job.tried.add(node)
+    attempt.canceller = node.canceller
+    if (attempt.cursorFn || attempt.forEachFn) {
+      // Streams deliver rows as they come: a retry could repeat them, so they run once, as they are.
+      node.served++
+      node.handler(attempt)
+      return
+    }
+    node.inFlight++
+    let done = false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const position = job.ctx.session ? this.#pipelinePosition(attempt, node) : null
+    const finish = () => {
+      done = true
+      node.inFlight--
+      if (timer) clearTimeout(timer)
+    }
+    attempt.resolve = (result) => {
+      if (done) return
+      finish()
+      node.served++
+      if (position && job.ctx.session) job.ctx.session.track(position()).then(() => job.settle.resolve(result))
+      else job.settle.resolve(result)
+    }
+    attempt.reject = (error) => {
+      if (done) return
+      finish()
+      node.errors++
+      this.#onError(job, node, error).catch((failure) => job.settle.reject(failure))
+    }
+    if (job.kind === 'read' && node !== this.leader && this.options.readTimeout > 0) {
+      timer = setTimeout(() => {
+        const error = Object.assign(new Error(`${node.name} did not answer a read within ${this.options.readTimeout} ms`), { code: 'PGFOLLOW_READ_TIMEOUT' })
+        attempt.reject(error)
+      }, this.options.readTimeout)
+    }
+    node.handler(attempt)
+  }
+
+  /**
+   * Queues "where are you now?" right behind the statement on the same
+   * connection (postgres.js pipelines it), so a session learns its new
+   * position without another blocking round trip. When the statement was
+   * not pipelined (a first, unprepared execution), it asks afterwards.
+   */
+  #pipelinePosition(attempt: PgQuery, node: ClusterNode): () => Promise<bigint | null> {
+    const text = node === this.leader ? LEADER_POSITION : REPLICA_POSITION
+    const follow = node.pool.unsafe(text) as unknown as PgQuery
+    follow.executed = true // it runs only through the pipeline below, never through the pool
+    let pipelined = false
+    const previous = attempt.options.onexecute
+    attempt.options.onexecute = (connection) => {
+      pipelined = true
+      previous?.(connection)
+      return connection.execute(follow)
+    }
+    return async () => {
+      try {
+        const rows = (pipelined ? await follow : await node.pool.unsafe(text)) as { lsn: string }[]
+        const lsn = parseLsn(rows[0].lsn)
+        if (node !== this.leader) node.replayLsn = maxLsn(node.replayLsn, lsn)
+        return lsn
+      } catch {
+        // The node died right after answering: the leader's position bounds what it could have shown.
+        return this.#leaderPosition().catch(() => UNREACHABLE_POSITION)
+      }
+    }
+  }
+
+  async #leaderPosition(): Promise<bigint | null> {
+    const [row] = await this.leader.pool.unsafe(LEADER_POSITION)
+    return parseLsn(row.lsn)
+  }
+
+  /** A copy of a statement that can be executed again elsewhere. */
+  #fresh(query: PgQuery): PgQuery {
+    const pool = this.factory as unknown as (...args: unknown[]) => PgQuery
+    const copy = query.tagged
+      ? pool(query.strings, ...query.args)
+      : (this.factory.unsafe(query.strings[0], query.args as never[], { ...query.options, onexecute: undefined } as never) as unknown as PgQuery)
+    copy.isRaw = query.isRaw
+    copy.options.simple = query.options.simple
+    copy.options.prepare = query.options.prepare
+    copy.executed = true
+    return copy
+  }
+
+  async #onError(job: Job, node: ClusterNode, error: unknown): Promise<void> {
+    const isLeader = node === this.leader
+    if (nodeUnreachable(error) || authenticationFailure(error) || (error as { code?: string }).code === 'PGFOLLOW_READ_TIMEOUT') {
+      this.nodeFailed(node, error)
+    }
+    if (readOnlyRefusal(error)) {
+      if (!isLeader) {
+        // The classifier thought it a read; the replica knows better. Remember, and run it where it can.
+        this.#rememberLeaderOnly(job.query)
+        job.kind = 'write'
+        return this.#runOnLeader(job, this.#fresh(job.query))
+      }
+      // The leader itself is read-only now: it was demoted. Nothing ran, so find the new one and retry once.
+      node.inRecovery = true
+      if (!job.leaderRetried) {
+        job.leaderRetried = true
+        await this.discoverLeader()
+        return this.#runOnLeader(job, this.#fresh(job.query))
+      }
+      throw this.#leaderUnavailable(error)
+    }
+    if (job.kind === 'read' && (retryableRead(error) || authenticationFailure(error))) {
+      return this.#runRead(job, this.#fresh(job.query))
+    }
+    if (authenticationFailure(error)) {
+      throw new ConfigError(`${node.name} (${node.safeUrl}) refused the login: fix the user or password in the descriptor.`, { cause: error })
+    }
+    if (job.kind === 'write' && isLeader && neverConnected(error) && !job.leaderRetried) {
+      // The statement never left us: safe to send to a newly found leader.
+      job.leaderRetried = true
+      const leader = await this.discoverLeader()
+      if (leader && leader !== node && this.leaderUsable) return this.#runOnLeader(job, this.#fresh(job.query))
+      throw this.#leaderUnavailable(error)
+    }
+    if (job.kind === 'write' && isLeader && connectionLost(error)) {
+      throw new LeaderUnavailableError(
+        `The connection to the leader ${node.safeUrl} broke while the statement ran, so it may or may not have been applied: check before repeating it. Writes resume once a leader answers.`,
+        { cause: error },
+      )
+    }
+    throw error
+  }
+
+  // -------------------------------------------------------------------------
+  // Health and leadership (called by the monitor, too)
+
+  nodeFailed(node: ClusterNode, error: unknown): void {
+    const wasAvailable = node.failures === 0
+    node.fail(error, this.options.ban)
+    if (!wasAvailable) return
+    if (node === this.leader) void this.discoverLeader()
+    else if (!node.retired) this.emit('retire', { name: node.name, url: node.safeUrl, reason: 'unreachable', error: node.lastError })
+  }
+
+  nodeAnswered(node: ClusterNode): void {
+    const wasFailing = node.failures > 0
+    node.succeed()
+    if (wasFailing && node !== this.leader && !node.retired) this.emit('restore', { name: node.name, url: node.safeUrl, reason: 'reachable' })
+  }
+
+  /**
+   * Moves writes to the writable node. Several writable nodes mean a split
+   * brain: keep the current leader if it is one of them, and warn.
+   */
+  electLeader(writable: ClusterNode[]): void {
+    if (writable.length === 0 || writable.includes(this.leader)) {
+      if (writable.length > 1) this.#warn(`More than one node accepts writes (${writable.map((node) => node.name).join(', ')}): writes stay on ${this.leader.name}. Fence the others.`)
+      return
+    }
+    const previous = this.leader
+    this.leader = writable[0]
+    if (writable.length > 1) this.#warn(`More than one node accepts writes (${writable.map((node) => node.name).join(', ')}): writes go to ${this.leader.name}. Fence the others.`)
+    this.emit('leader', { name: this.leader.name, url: this.leader.safeUrl, previous: previous.name })
+  }
+
+  /** Asks every node whether it is in recovery; the one that is not takes the writes. */
+  discoverLeader(): Promise<ClusterNode | null> {
+    if (this.#ended) return Promise.resolve(null)
+    this.#discovery ??= (async () => {
+      const timeout = this.options.connectTimeout
+      await Promise.all(
+        this.nodes.map(async (node) => {
+          try {
+            const [row] = await withTimeout(node.monitor`select pg_is_in_recovery() as in_recovery`, timeout, node.name)
+            node.inRecovery = row.in_recovery
+            this.nodeAnswered(node)
+          } catch (error) {
+            if (node.failures === 0) this.nodeFailed(node, error)
+          }
+        }),
+      )
+      this.electLeader(this.nodes.filter((node) => node.failures === 0 && node.inRecovery === false))
+      return this.leaderUsable ? this.leader : null
+    })().finally(() => (this.#discovery = null))
+    return this.#discovery
+  }
+
+  #warned = new Set<string>()
+  #warn(message: string): void {
+    if (this.#warned.has(message)) return
+    this.#warned.add(message)
+    if (this.listenerCount('warning') > 0) this.emit('warning', { message })
+    else console.warn(`pgfollow: ${message}`)
+  }
+
+  /** Checks that the descriptor's roles match the servers, once the first answers are in. */
+  async checkRoles(): Promise<void> {
+    await this.#monitor.tick()
+    for (const node of this.nodes) {
+      if (node !== this.leader && node.inRecovery === false) {
+        this.#warn(`${node.name} (${node.safeUrl}) is listed as a replica but is not in recovery: it is a leader. Fix the descriptor.`)
+      }
+    }
+  }
+
+  /** Runs one monitor round now (tests and scripts use it instead of waiting an interval). */
+  refresh(): Promise<void> {
+    return this.#monitor.tick()
+  }
+
+  status(): NodeStatus[] {
+    return this.nodes.map((node) => ({
+      name: node.name,
+      url: node.safeUrl,
+      role: node === this.leader ? 'leader' : 'replica',
+      state: node.state,
+      lagBytes: node === this.leader ? 0 : node.lagBytes,
+      lagMs: node === this.leader ? 0 : node.lagMs,
+      inFlight: node.inFlight,
+      served: node.served,
+      errors: node.errors,
+      lastError: node.lastError,
+    }))
+  }
+
+  /** A leader that answers, or a LeaderUnavailableError that says what to do. */
+  requireLeader(): ClusterNode {
+    if (!this.leaderUsable) {
+      void this.discoverLeader()
+      throw this.#leaderUnavailable()
+    }
+    return this.leader
+  }
+
+  /** The leader's WAL insert position now: where a session stands after a transaction. */
+  leaderPosition(): Promise<bigint | null> {
+    return this.#leaderPosition()
+  }
+
+  async end(options: { timeout?: number } = {}): Promise<void> {
+    this.#ended = true
+    this.#monitor.stop()
+    await Promise.all(this.nodes.map((node) => node.end(options.timeout ?? 5)))
+  }
+}
