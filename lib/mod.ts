@@ -8,3 +8,4 @@ export { DEFAULT_CLUSTER_DIR, descriptorPath, loadDescriptor, validateDescriptor
 export { ClusterError, ConfigError, LeaderUnavailableError, NoReplicaError, PgfollowError, redactUrl, ReplayTimeoutError } from './errors.ts'
 export { formatLsn, lsnDistance, parseLsn } from './lsn.ts'
 export { migrate, readMigrations, waitForReplay, type MigrateOptions, type MigrateResult } from './migrate.ts'
+export { randomPage, readPage, seededRandom, writeBlog, type WorkloadSql, type WrittenBlog } from './workload.ts'
