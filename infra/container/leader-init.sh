@@ -1,0 +1,31 @@
+#!/bin/sh
+# Leader init script: the image's entrypoint runs it once, as postgres, when
+# it initialises an empty data directory (a temporary server listens on the
+# socket only). It creates the replicator role and one physical slot per
+# replica from the shared SQL in sql/replication, with psql variables.
+#   POSTGRES_USER, POSTGRES_DB  set by the image's entrypoint
+#   PGFOLLOW_SQL_DIR            where sql/replication was uploaded
+#   PGFOLLOW_SECRETS_DIR        holds replicator_password
+#   PGFOLLOW_REPLICATOR         the replication role
+#   PGFOLLOW_SLOTS              slot names, separated by spaces
+set -eu
+
+sql_dir=${PGFOLLOW_SQL_DIR:-/etc/pgfollow/sql}
+secrets=${PGFOLLOW_SECRETS_DIR:-/run/pgfollow}
+password_file="$secrets/replicator_password"
+[ -r "$password_file" ] || { echo "pgfollow: cannot read $password_file" >&2; exit 1; }
+
+run_sql() {
+  psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password \
+    --username "${POSTGRES_USER:-postgres}" --dbname "${POSTGRES_DB:-${POSTGRES_USER:-postgres}}" "$@"
+}
+
+# psql reads the password into the variable itself (\set with backquotes), so
+# it never appears on a command line that ps could show.
+run_sql -v replicator="${PGFOLLOW_REPLICATOR:-replicator}" \
+  -c "\\set replicator_password \`cat '$password_file'\`" \
+  -f "$sql_dir/replicator.sql"
+
+for slot in ${PGFOLLOW_SLOTS:-}; do
+  run_sql -v slot="$slot" -f "$sql_dir/slot.sql"
+done

@@ -1,0 +1,131 @@
+#!/bin/sh
+# Entrypoint of every pgfollow node container, the leader and the replicas.
+#
+# As root (Docker's default) it hands the uploaded secrets to the postgres
+# user and steps down to that user. Then a replica whose data directory has
+# no PG_VERSION clones the leader; a replica that has one, and the leader,
+# go straight on. Last it execs its arguments: the image's own entrypoint
+# with the server flags (default `docker-entrypoint.sh postgres`).
+#
+# Everything it touches comes from the environment, so the same file runs
+# outside Docker (tests/infra-entrypoint.test.mjs runs it against a local
+# leader and execs `postgres` directly):
+#   PGDATA                     data directory (the image sets it)
+#   PGFOLLOW_ROLE              leader | replica
+#   PGFOLLOW_SECRETS_IN        where the secrets were uploaded (root-owned)
+#   PGFOLLOW_SECRETS_DIR       where the postgres user reads them
+#   PGFOLLOW_OS_USER           the unprivileged user to run as (postgres)
+# replicas only:
+#   PGFOLLOW_LEADER_HOST, PGFOLLOW_LEADER_PORT   the leader, over TCP
+#   PGFOLLOW_SLOT              this replica's physical slot on the leader
+#   PGFOLLOW_APPLICATION_NAME  this replica's name in pg_stat_replication
+#   PGFOLLOW_REPLICATOR        the replication role
+#   PGFOLLOW_WAIT_SECONDS      how long to wait for the leader (default 300)
+set -eu
+
+log() { printf 'pgfollow: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+: "${PGDATA:?PGDATA must name the data directory}"
+role=${PGFOLLOW_ROLE:-leader}
+secrets_in=${PGFOLLOW_SECRETS_IN:-/etc/pgfollow/secrets}
+secrets=${PGFOLLOW_SECRETS_DIR:-/run/pgfollow}
+os_user=${PGFOLLOW_OS_USER:-postgres}
+[ "$#" -gt 0 ] || set -- docker-entrypoint.sh postgres
+
+case "$role" in
+  leader | replica) ;;
+  *) die "PGFOLLOW_ROLE is \"$role\": use leader or replica" ;;
+esac
+
+# Run as someone else, with whatever the image ships: gosu (Debian images),
+# su-exec (Alpine images) or setpriv (util-linux).
+step_down() {
+  if command -v gosu > /dev/null 2>&1; then
+    exec gosu "$os_user" "$@"
+  elif command -v su-exec > /dev/null 2>&1; then
+    exec su-exec "$os_user" "$@"
+  else
+    exec setpriv --reuid="$os_user" --regid="$(id -g "$os_user")" --init-groups "$@"
+  fi
+}
+
+if [ "$(id -u)" = 0 ]; then
+  uid=$(id -u "$os_user") || die "no user $os_user in this image"
+  gid=$(id -g "$os_user")
+  # Uploads land owned by root. libpq and the image's entrypoint read them as
+  # postgres, and libpq ignores a password file others can read: copy each one
+  # to a directory only postgres can enter, mode 0600.
+  install -d -o "$uid" -g "$gid" -m 0700 "$secrets"
+  for secret in "$secrets_in"/*; do
+    [ -f "$secret" ] || continue
+    install -o "$uid" -g "$gid" -m 0600 "$secret" "$secrets/"
+  done
+  # The image's entrypoint would fix ownership as root; it runs as postgres
+  # here, so do it now. The parent must be writable too: a replica clones
+  # next to PGDATA and renames the finished copy into place.
+  mkdir -p "$PGDATA"
+  chown "$uid:$gid" "$(dirname "$PGDATA")"
+  find "$PGDATA" \! -user "$uid" -exec chown "$uid:$gid" '{}' +
+  step_down "$0" "$@"
+fi
+
+wait_for_leader() {
+  deadline=$(($(date +%s) + ${PGFOLLOW_WAIT_SECONDS:-300}))
+  # TCP, not the socket: the leader's socket answers during its init, its
+  # TCP port only once the init scripts ran (the replicator role exists).
+  until pg_isready -q -h "$leader_host" -p "$leader_port" -t 3; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      die "the leader $leader_host:$leader_port did not accept connections within ${PGFOLLOW_WAIT_SECONDS:-300}s; nothing was cloned"
+    fi
+    sleep 1
+  done
+}
+
+clone_leader() {
+  leader_host=${PGFOLLOW_LEADER_HOST:?PGFOLLOW_LEADER_HOST must name the leader}
+  leader_port=${PGFOLLOW_LEADER_PORT:-5432}
+  slot=${PGFOLLOW_SLOT:?PGFOLLOW_SLOT must name this replica\'s slot}
+  application_name=${PGFOLLOW_APPLICATION_NAME:?PGFOLLOW_APPLICATION_NAME must name this replica}
+  replicator=${PGFOLLOW_REPLICATOR:-replicator}
+  password_file="$secrets/replicator_password"
+  [ -r "$password_file" ] || die "cannot read $password_file"
+
+  if [ -d "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
+    die "$PGDATA has files but no PG_VERSION; not cloning over them (empty it to clone again)"
+  fi
+
+  wait_for_leader
+  PGPASSWORD=$(cat "$password_file")
+  export PGPASSWORD
+
+  # The leader's init script creates the slot; a replica added later creates
+  # its own. --if-not-exists keeps this a no-op when it is there already
+  # (pg_basebackup -C would fail on every restart after the first).
+  pg_receivewal -h "$leader_host" -p "$leader_port" -U "$replicator" -w \
+    --slot="$slot" --create-slot --if-not-exists
+
+  # Clone beside PGDATA and rename when complete, so a clone cut short (a
+  # killed container) never leaves a PG_VERSION that would skip cloning.
+  clone="$PGDATA.pgfollow-clone"
+  rm -rf "$clone"
+  log "cloning the leader $leader_host:$leader_port into $PGDATA (slot $slot)"
+  # -R writes standby.signal, primary_conninfo (with application_name) and
+  # primary_slot_name; -c fast does not wait for a spread checkpoint.
+  pg_basebackup -w -D "$clone" -R -X stream -S "$slot" -c fast \
+    -d "host=$leader_host port=$leader_port user=$replicator application_name=$application_name"
+  unset PGPASSWORD
+  if [ -d "$PGDATA" ]; then rmdir "$PGDATA"; fi
+  mv "$clone" "$PGDATA"
+  log "cloned; starting as a hot standby named $application_name"
+}
+
+if [ "$role" = replica ]; then
+  if [ -s "$PGDATA/PG_VERSION" ]; then
+    log "$PGDATA holds a data directory; starting it without cloning"
+  else
+    clone_leader
+  fi
+fi
+
+exec "$@"
