@@ -1,0 +1,107 @@
+/**
+ * The text of every file the containers get: the container scripts (kept as
+ * real shell files in infra/container, so sh -n and shellcheck can read them),
+ * the shared replication SQL, pg_hba.conf, and pgAdmin's servers.json and
+ * pgpass. Pure functions of the plan, so tests can read what a node receives.
+ */
+import { readFileSync } from 'node:fs'
+import { hbaLines } from '../lib/replication.ts'
+import { sqlText } from '../lib/sqlfiles.ts'
+
+/** Paths inside the node containers. */
+export const NODE_PATHS = {
+  entrypoint: '/usr/local/bin/pgfollow-entrypoint.sh',
+  initScript: '/docker-entrypoint-initdb.d/10-pgfollow-replication.sh',
+  sqlDir: '/etc/pgfollow/sql',
+  hbaFile: '/etc/pgfollow/pg_hba.conf',
+  secretsIn: '/etc/pgfollow/secrets',
+  // A tmpfs: secrets copied for the postgres user live in memory only.
+  secretsDir: '/run/pgfollow',
+}
+
+/** Paths inside the pgAdmin container. */
+export const PGADMIN_PATHS = {
+  serversJson: '/pgfollow/servers.json',
+  pgpass: '/pgfollow/pgpass',
+  password: '/pgfollow/pgadmin_password',
+}
+
+/** The pgAdmin image runs as this uid (and gid 0); the files it reads are its own. */
+export const PGADMIN_UID = '5050'
+
+/** A script from infra/container, as uploaded. */
+export function containerScript(name: 'pgfollow-entrypoint.sh' | 'leader-init.sh'): string {
+  return readFileSync(new URL(`./container/${name}`, import.meta.url), 'utf8')
+}
+
+/** The shared role and slot SQL, run by the leader's init script with psql -v. */
+export function replicationSql(): { 'replicator.sql': string; 'slot.sql': string } {
+  return {
+    'replicator.sql': sqlText('replication/replicator.sql'),
+    'slot.sql': sqlText('replication/slot.sql'),
+  }
+}
+
+/**
+ * pg_hba.conf for every node (a replica is promoted with the same file).
+ * `samenet` is the cluster network: a container's only interface is on it,
+ * and connections to a published port arrive from that network's gateway.
+ * The local socket asks for a password too; the image's init exports one.
+ */
+export function hbaFile(allowedCidrs: string[]): string {
+  const rules = ['samenet', ...allowedCidrs].flatMap((network) =>
+    hbaLines(network)
+      .split('\n')
+      .filter((line) => line !== '' && !line.startsWith('#')),
+  )
+  return [
+    '# Written by pgfollow infra/ (Pulumi); `pulumi up` replaces it.',
+    '# TYPE  DATABASE     USER        ADDRESS      METHOD',
+    'local   all          all                      scram-sha-256',
+    ...rules,
+    '',
+  ].join('\n')
+}
+
+/** A server pgAdmin lists: where pgAdmin reaches the node, and what to call it. */
+export interface PgadminServer {
+  name: string
+  host: string
+  port: number
+  comment: string
+}
+
+/**
+ * servers.json in the format of pgAdmin's `setup.py load-servers`: ports as
+ * integers, the password from a pgpass file (path relative to the user's
+ * storage directory in server mode, where PGPASS_FILE is copied).
+ */
+export function serversJson(servers: PgadminServer[], username: string, database: string): string {
+  const entries = servers.map((server, i) => [
+    String(i + 1),
+    {
+      Name: server.name,
+      Group: 'pgfollow',
+      Host: server.host,
+      Port: server.port,
+      MaintenanceDB: database,
+      Username: username,
+      SSLMode: 'prefer',
+      Comment: server.comment,
+      ConnectionParameters: { sslmode: 'prefer', connect_timeout: 10, passfile: '/.pgpass' },
+    },
+  ])
+  return JSON.stringify({ Servers: Object.fromEntries(entries) }, null, 2) + '\n'
+}
+
+/** pgpass lines (host:port:database:user:password), `:` and `\` escaped. */
+export function pgpassFile(servers: PgadminServer[], username: string, password: string): string {
+  const escape = (value: string) => value.replace(/\\/g, '\\\\').replace(/:/g, '\\:')
+  return servers.map((server) => [server.host, server.port, '*', username, password].map((v) => escape(String(v))).join(':')).join('\n') + '\n'
+}
+
+/** postgres://user:password@host:port/database, the descriptor's URL form. */
+export function postgresUrl(options: { user: string; password: string; host: string; port: number; database: string }): string {
+  const { user, password, host, port, database } = options
+  return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${encodeURIComponent(database)}`
+}
