@@ -60,8 +60,9 @@ export class Monitor {
     this.#timer = null
   }
 
-  /** One round of checks; overlapping ticks share the one in progress. */
+  /** One round of checks; overlapping ticks share the one in progress (after stop(), only that one). */
   tick(): Promise<void> {
+    if (!this.#timer) return this.#ticking ?? Promise.resolve()
     this.#ticking ??= this.#checkAll().finally(() => (this.#ticking = null))
     return this.#ticking
   }

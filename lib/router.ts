@@ -71,7 +71,6 @@ export class Router extends EventEmitter {
   readonly #kindByStrings = new WeakMap<object, StatementKind>()
   readonly #kindByText = new Map<string, StatementKind>()
   /** Statements a replica refused as read-only (25006): they go to the leader from now on. */
-  readonly #leaderOnlyStrings = new WeakSet<object>()
   readonly #leaderOnlyTexts = new Set<string>()
   #discovery: Promise<ClusterNode | null> | null = null
   #ended = false
@@ -114,20 +113,17 @@ export class Router extends EventEmitter {
 
   /** read or write, cached per call site (template strings) or per text. */
   kindOf(query: PgQuery): StatementKind {
-    if (query.tagged && !query.args.some((arg) => this.#isFragment(arg))) {
-      if (this.#leaderOnlyStrings.has(query.strings)) return 'write'
-      let kind = this.#kindByStrings.get(query.strings)
-      if (!kind) this.#kindByStrings.set(query.strings, (kind = classifyStatement(this.statementText(query)).kind))
-      return kind
-    }
+    const bySite = query.tagged && !query.args.some((arg) => this.#isFragment(arg))
+    const cached = bySite ? this.#kindByStrings.get(query.strings) : undefined
+    if (cached) return cached
     const text = this.statementText(query)
-    if (this.#leaderOnlyTexts.has(text)) return 'write'
-    let kind = this.#kindByText.get(text)
+    let kind = this.#leaderOnlyTexts.has(text) ? 'write' : this.#kindByText.get(text)
     if (!kind) {
       kind = classifyStatement(text).kind
       if (this.#kindByText.size >= MAX_CACHED_TEXTS) this.#kindByText.clear()
       this.#kindByText.set(text, kind)
     }
+    if (bySite) this.#kindByStrings.set(query.strings, kind)
     return kind
   }
 
@@ -149,9 +145,12 @@ export class Router extends EventEmitter {
     return arg instanceof this.Query || (Array.isArray(arg) && arg[0] instanceof this.Query)
   }
 
+  /** Whatever call site or helper sends this text again, it goes to the leader. */
   #rememberLeaderOnly(query: PgQuery): void {
-    if (query.tagged && !query.args.some((arg) => this.#isFragment(arg))) this.#leaderOnlyStrings.add(query.strings)
-    else this.#leaderOnlyTexts.add(this.statementText(query))
+    const text = this.statementText(query)
+    this.#leaderOnlyTexts.add(text)
+    this.#kindByText.set(text, 'write')
+    if (query.tagged) this.#kindByStrings.set(query.strings, 'write')
   }
 
   async #runRead(job: Job, attempt: PgQuery): Promise<void> {
@@ -481,6 +480,9 @@ export class Router extends EventEmitter {
   async end(options: { timeout?: number } = {}): Promise<void> {
     this.#ended = true
     this.#monitor.stop()
+    // postgres.js's end() can hang on a connection that is failing to log in
+    // right then: let in-flight checks (each bounded by a timeout) finish first.
+    await Promise.allSettled([this.#discovery, this.#monitor.tick()])
     await Promise.all(this.nodes.map((node) => node.end(options.timeout ?? 5)))
   }
 }
