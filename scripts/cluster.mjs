@@ -4,6 +4,7 @@
 //               [--no-migrate] [--synchronous off|any|first] [--json] [--docker]
 // Thin on purpose: every decision is made in lib/cluster; this file parses
 // flags, shows progress and prints tables.
+import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { argv, chalk, echo, spinner } from 'zx'
 
@@ -119,7 +120,7 @@ async function commandStatus(dir) {
 }
 
 async function commandDown(dir) {
-  const stopped = await spinner('stopping the cluster', () => lib.cluster.down(dir))
+  const stopped = await busy('stopping the cluster', () => lib.cluster.down(dir))
   if (argv.json) echo(JSON.stringify({ stopped }))
   else echo(stopped.length > 0 ? `Stopped ${stopped.join(', ')}; the data is kept. \`up\` starts them again.` : 'Nothing was running.')
   return 0
@@ -127,9 +128,10 @@ async function commandDown(dir) {
 
 async function commandDestroy(dir) {
   const path = resolveDir(dir)
-  await spinner('destroying the cluster', () => lib.cluster.destroy(dir))
-  if (argv.json) echo(JSON.stringify({ destroyed: path }))
-  else echo(`Destroyed ${displayDir(path)}: servers stopped, directory removed.`)
+  const existed = existsSync(path)
+  await busy('destroying the cluster', () => lib.cluster.destroy(dir))
+  if (argv.json) echo(JSON.stringify({ destroyed: existed ? path : null }))
+  else echo(existed ? `Destroyed ${displayDir(path)}: servers stopped, directory removed.` : `Nothing to destroy: ${displayDir(path)} does not exist.`)
   return 0
 }
 
@@ -166,6 +168,11 @@ async function docker(command, dir) {
   } finally {
     report.done()
   }
+}
+
+/** zx's spinner on a terminal; elsewhere its frames would only clutter logs. */
+function busy(title, work) {
+  return process.stderr.isTTY ? spinner(title, work) : work()
 }
 
 /**
