@@ -290,6 +290,8 @@ export class Router extends EventEmitter {
     const text = node === this.leader ? LEADER_POSITION : REPLICA_POSITION
     const follow = node.pool.unsafe(text) as unknown as PgQuery
     follow.executed = true // it runs only through the pipeline below, never through the pool
+    // When the statement fails, nobody awaits the follow-up: its failure is expected, not unhandled.
+    follow.catch(() => {})
     let pipelined = false
     const previous = attempt.options.onexecute
     attempt.options.onexecute = (connection) => {
