@@ -81,8 +81,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
     this.plan = plan
     const { leader, replicas } = plan
 
+    // The random provider marks `result` secret through the engine; say so
+    // here too, so no path (mocks included) can see it as plain text.
     const generated = (key: string) =>
-      new random.RandomPassword(`${name}-${key}`, { length: 32, special: false }, { parent: this }).result
+      pulumi.secret(new random.RandomPassword(`${name}-${key}`, { length: 32, special: false }, { parent: this }).result)
     const secret = (given: pulumi.Input<string> | undefined, key: string) => (given === undefined ? generated(key) : pulumi.secret(given))
     const postgresPassword = secret(args.postgresPassword, 'postgres-password')
     const replicatorPassword = secret(args.replicatorPassword, 'replicator-password')
