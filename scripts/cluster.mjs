@@ -6,6 +6,7 @@
 // flags, shows progress and prints tables.
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { stripVTControlCharacters } from 'node:util'
 import { argv, chalk, echo, spinner } from 'zx'
 
 const USAGE = `Usage: npx zx scripts/cluster.mjs <command> [flags]
@@ -48,16 +49,16 @@ async function main() {
   }
   if (rest.length > 0) throw usageError(`Unexpected argument ${rest.join(' ')}.`)
   const dir = argv.dir === undefined ? undefined : String(argv.dir)
-  if (argv.docker) return docker(command, dir)
+  if (argv.docker) return await docker(command, dir)
   switch (command) {
     case 'up':
-      return commandUp(dir)
+      return await commandUp(dir)
     case 'status':
-      return commandStatus(dir)
+      return await commandStatus(dir)
     case 'down':
-      return commandDown(dir)
+      return await commandDown(dir)
     case 'destroy':
-      return commandDestroy(dir)
+      return await commandDestroy(dir)
     default:
       throw usageError(`Unknown command "${command}".`)
   }
@@ -232,11 +233,10 @@ function parseReplicas(value) {
 
 function table(header, rows) {
   const cells = [header, ...rows].map((row) => row.map((cell) => String(cell)))
-  const plain = (text) => text.replace(/\x1b\[[0-9;]*m/g, '')
-  const widths = header.map((_, i) => Math.max(...cells.map((row) => plain(row[i]).length)))
+  const widths = header.map((_, i) => Math.max(...cells.map((row) => stripVTControlCharacters(row[i]).length)))
   return cells
     .map((row, r) => {
-      const line = row.map((cell, i) => cell + ' '.repeat(widths[i] - plain(cell).length)).join('  ').trimEnd()
+      const line = row.map((cell, i) => cell + ' '.repeat(widths[i] - stripVTControlCharacters(cell).length)).join('  ').trimEnd()
       return r === 0 ? chalk.bold(line) : line
     })
     .join('\n')

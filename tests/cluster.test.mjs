@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
+import { stripVTControlCharacters } from 'node:util'
 import postgres from 'postgres'
 import { ClusterError } from 'pgfollow'
 import { destroy, down, freePort, isAlive, isPortFree, nodePaths, nodePid, readState, status, up } from 'pgfollow/cluster'
@@ -256,8 +257,7 @@ let ports
 function runScript(file, args, env = {}) {
   return new Promise((resolve) => {
     execFile(process.execPath, [file, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (error, stdout, stderr) => {
-      const plain = (text) => text.replace(/\x1b\[[0-9;]*m/g, '')
-      resolve({ code: error ? (error.code ?? 1) : 0, stdout: plain(stdout), stderr: plain(stderr) })
+      resolve({ code: error ? (error.code ?? 1) : 0, stdout: stripVTControlCharacters(stdout), stderr: stripVTControlCharacters(stderr) })
     })
   })
 }

@@ -11,6 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
+import { stripVTControlCharacters } from 'node:util'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const testsDir = join(root, 'tests')
@@ -120,7 +121,7 @@ function runFile(run) {
 /** Counts from uvu's summary; a crash, a timeout or a missing summary is a failure. */
 function judge(output, code, timedOut, spawnError) {
   if (spawnError) return { passed: 0, failed: 1, skipped: 0, note: `could not start: ${spawnError.message}` }
-  const text = output.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')
+  const text = stripVTControlCharacters(output)
   const last = (label) => {
     const matches = [...text.matchAll(new RegExp(`^\\s*${label}:\\s+(\\d+)\\s*$`, 'gm'))]
     return matches.length > 0 ? Number(matches[matches.length - 1][1]) : null
