@@ -1,0 +1,240 @@
+// @deno
+// Pure parts of the tag, table-driven: option normalisation, LSNs, session
+// tokens, error classes for routing, balancing and descriptor validation.
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+
+const lib = typeof Deno !== 'undefined' ? '../lib/' : '../dist/'
+const ext = typeof Deno !== 'undefined' ? '.ts' : '.js'
+const load = (name) => import(`${lib}${name}${ext}`)
+const { normalizeOptions } = await load('options')
+const { parseLsn, formatLsn, lsnDistance, maxLsn } = await load('lsn')
+const { SessionPosition, parseToken } = await load('session')
+const failures = await load('failures')
+const { createPicker } = await load('balance')
+const { validateDescriptor } = await load('config')
+const { ConfigError, redactUrl } = await load('errors')
+const { synchronousStandbyNames, serverSettings, hbaLines, primaryConninfo } = await load('replication')
+
+const leader = 'postgres://u:p@127.0.0.1:5432/db'
+const replicas = ['postgres://u:p@127.0.0.1:5480/db', 'postgres://u:p@127.0.0.1:5490/db']
+
+// ---
+const options = suite('options')
+
+const goodOptions = [
+  [{}, (o) => o.balance === 'round-robin' && o.maxLag.bytes === 16 * 1024 * 1024 && o.maxLag.ms === 10_000],
+  [{}, (o) => o.monitorInterval === 1000 && o.sessionWait === 100 && o.fallback === true && o.connectTimeout === 2000],
+  [{ balance: 'least-busy' }, (o) => o.balance === 'least-busy'],
+  [{ weights: [3, 1] }, (o) => o.weights.join() === '3,1'],
+  [{ maxLag: { ms: 500 } }, (o) => o.maxLag.ms === 500 && o.maxLag.bytes === 16 * 1024 * 1024],
+  [{ sessionWait: 0 }, (o) => o.sessionWait === 0],
+  [{ fallback: false }, (o) => o.fallback === false],
+  [{ readTimeout: 0 }, (o) => o.readTimeout === 0],
+  [{ postgres: { max: 3 } }, (o) => o.postgres.max === 3],
+]
+for (const [input, check] of goodOptions) {
+  options(`accepts ${JSON.stringify(input)}`, () => {
+    assert.ok(check(normalizeOptions({ leader, replicas, ...input })))
+  })
+}
+
+const badOptions = [
+  [{ balance: 'fastest' }, /balance must be one of/],
+  [{ weights: [1] }, /one positive number per replica/],
+  [{ weights: [1, 0] }, /one positive number per replica/],
+  [{ maxLag: { ms: -1 } }, /maxLag.ms must be a positive number/],
+  [{ monitorInterval: 0 }, /monitorInterval must be a positive number/],
+  [{ sessionWait: -5 }, /sessionWait must be a number >= 0/],
+  [{ connectTimeout: 'soon' }, /connectTimeout must be a positive number/],
+  [{ cluster: 'x.json' }, /either `cluster`/],
+]
+for (const [input, pattern] of badOptions) {
+  options(`rejects ${JSON.stringify(input)} with a ConfigError`, () => {
+    try {
+      normalizeOptions({ leader, replicas, ...input })
+      assert.unreachable('accepted')
+    } catch (error) {
+      assert.instance(error, ConfigError)
+      assert.match(error.message, pattern)
+    }
+  })
+}
+
+options('a missing descriptor file says how to make one', () => {
+  assert.throws(() => normalizeOptions('/nonexistent/cluster.json'), /No cluster descriptor at \/nonexistent\/cluster.json.*cluster.mjs up/)
+})
+
+options.run()
+
+// ---
+const descriptors = suite('descriptor validation')
+
+const badDescriptors = [
+  [null, /must be an object/],
+  [[], /must be an object/],
+  [{ replicas: [] }, /"leader" must be a postgres:\/\/ URL/],
+  [{ leader: 'not a url' }, /"leader" is not a URL/],
+  [{ leader: 'http://h/db' }, /must start with postgres:\/\//],
+  [{ leader, replicas: 'x' }, /"replicas" must be an array/],
+  [{ leader, replicas: [42] }, /"replicas\[0\]" must be a postgres:\/\/ URL/],
+  [{ leader, replicas: [leader] }, /twice/],
+  [{ leader, replicas: [replicas[0], replicas[0]] }, /twice/],
+]
+for (const [value, pattern] of badDescriptors) {
+  descriptors(`rejects ${JSON.stringify(value)}`, () => {
+    assert.throws(() => validateDescriptor(value, 'test.json'), pattern)
+  })
+}
+
+descriptors('never quotes a password in its messages', () => {
+  try {
+    validateDescriptor({ leader: 'postgres://u:hunter2@h:1/db', replicas: ['postgres://u:hunter2@h:1/db'] })
+    assert.unreachable()
+  } catch (error) {
+    assert.not.ok(error.message.includes('hunter2'))
+  }
+  assert.is(redactUrl('postgres://u:hunter2@h:1/db'), 'postgres://u:***@h:1/db')
+})
+
+descriptors.run()
+
+// ---
+const positions = suite('LSNs and session tokens')
+
+const lsns = [
+  ['0/0', 0n],
+  ['0/16B3748', 0x16b3748n],
+  ['1/0', 1n << 32n],
+  ['FFFFFFFF/FFFFFFFF', (1n << 64n) - 1n],
+]
+for (const [text, value] of lsns) {
+  positions(`parses and formats ${text}`, () => {
+    assert.is(parseLsn(text), value)
+    assert.is(formatLsn(value), text)
+  })
+}
+
+positions('distance never goes negative and max ignores null', () => {
+  assert.is(lsnDistance(10n, 30n), 20)
+  assert.is(lsnDistance(30n, 10n), 0)
+  assert.is(lsnDistance(null, 10n), 0)
+  assert.is(maxLsn(null, 5n), 5n)
+  assert.is(maxLsn(7n, 5n), 7n)
+})
+
+positions('a session position only moves forward and its token round-trips', async () => {
+  const session = new SessionPosition()
+  session.raise(100n)
+  session.raise(50n)
+  assert.is(session.current, 100n)
+  await session.track(Promise.resolve(200n))
+  assert.is(await session.settled(), 200n)
+  assert.is(new SessionPosition(session.token).current, 200n)
+})
+
+for (const token of ['', 'abc', '1/2/3', '0/XYZ']) {
+  positions(`rejects the token ${JSON.stringify(token)}`, () => {
+    assert.throws(() => parseToken(token), (error) => error instanceof ConfigError)
+  })
+}
+
+positions.run()
+
+// ---
+const errors = suite('error classes for routing')
+
+const cases = [
+  // code, never connected, lost, read-only, recovery conflict, auth, retryable read
+  [{ code: 'ECONNREFUSED' }, [true, false, false, false, false, true]],
+  [{ code: 'CONNECT_TIMEOUT' }, [true, false, false, false, false, true]],
+  [{ code: '57P03' }, [true, false, false, false, false, true]],
+  [{ code: 'CONNECTION_CLOSED' }, [false, true, false, false, false, true]],
+  [{ code: '57P01' }, [false, true, false, false, false, true]],
+  [{ code: '25006' }, [false, false, true, false, false, true]],
+  [{ code: '40001', message: 'canceling statement due to conflict with recovery' }, [false, false, false, true, false, true]],
+  [{ code: '40001', message: 'could not serialize access' }, [false, false, false, false, false, false]],
+  [{ code: '28P01' }, [false, false, false, false, true, false]],
+  [{ code: '42P01' }, [false, false, false, false, false, false]],
+  [{ code: 'PGFOLLOW_READ_TIMEOUT' }, [false, false, false, false, false, true]],
+]
+for (const [error, expected] of cases) {
+  errors(`classifies ${error.code}${error.message ? ` (${error.message})` : ''}`, () => {
+    const got = [
+      failures.neverConnected(error),
+      failures.connectionLost(error),
+      failures.readOnlyRefusal(error),
+      failures.recoveryConflict(error),
+      failures.authenticationFailure(error),
+      failures.retryableRead(error),
+    ]
+    assert.equal(got, expected)
+  })
+}
+
+errors.run()
+
+// ---
+const balance = suite('balancing')
+
+const node = (name, weight = 1, inFlight = 0) => ({ name, weight, inFlight })
+
+balance('round-robin alternates, and weights spread the heavy node out', () => {
+  const pick = createPicker('round-robin')
+  const [a, b] = [node('a'), node('b')]
+  assert.equal(Array.from({ length: 4 }, () => pick([a, b]).name), ['a', 'b', 'a', 'b'])
+  const weighted = createPicker('round-robin')
+  const [h, l] = [node('h', 3), node('l', 1)]
+  const seq = Array.from({ length: 8 }, () => weighted([h, l]).name).join('')
+  assert.is(seq, 'hhlhhhlh')
+})
+
+balance('least-busy prefers the node with fewer reads in flight', () => {
+  const pick = createPicker('least-busy')
+  const [idle, busy] = [node('idle', 1, 0), node('busy', 1, 50)]
+  for (let i = 0; i < 20; i++) assert.is(pick([idle, busy]).name, 'idle')
+})
+
+balance('random stays within the candidates and follows weights', () => {
+  const pick = createPicker('random')
+  const [h, l] = [node('h', 9), node('l', 1)]
+  const counts = { h: 0, l: 0 }
+  for (let i = 0; i < 2000; i++) counts[pick([h, l]).name]++
+  assert.ok(counts.h > 1600 && counts.l > 100, JSON.stringify(counts))
+})
+
+balance.run()
+
+// ---
+const replication = suite('replication settings')
+
+replication('synchronous modes name every replica, quoted', () => {
+  assert.is(synchronousStandbyNames('off', ['replica1']), '')
+  assert.is(synchronousStandbyNames('any', ['replica1', 'replica2']), 'ANY 1 ("replica1", "replica2")')
+  assert.is(synchronousStandbyNames('first', ['replica1']), 'FIRST 1 ("replica1")')
+  assert.throws(() => synchronousStandbyNames('all', ['replica1']), /Unknown synchronous mode "all"/)
+})
+
+replication('settings stream, keep slots bounded and leave PostgreSQL 15 without 18-only settings', () => {
+  const settings = serverSettings({ listen: '127.0.0.1', replicaNames: ['replica1'], major: 15 })
+  assert.is(settings.wal_level, 'replica')
+  assert.is(settings.hot_standby_feedback, 'on')
+  assert.is(settings.max_slot_wal_keep_size, '1GB')
+  assert.is(settings.idle_replication_slot_timeout, undefined)
+  assert.is(serverSettings({ listen: '*', replicaNames: [] }).idle_replication_slot_timeout, '1d')
+})
+
+replication('pg_hba has no trust and keeps the replicator out of every database', () => {
+  const hba = hbaLines('127.0.0.1/32')
+  assert.not.match(hba, /trust/)
+  assert.match(hba, /host\s+replication\s+replicator\s+127\.0\.0\.1\/32\s+scram-sha-256/)
+  assert.match(hba, /host\s+all\s+replicator\s+127\.0\.0\.1\/32\s+reject/)
+})
+
+replication('primary_conninfo quotes what it must', () => {
+  const conninfo = primaryConninfo({ leaderHost: 'h', leaderPort: 1, replicatorPassword: "it's", applicationName: 'replica1' })
+  assert.match(conninfo, /password='it\\'s'/)
+  assert.match(conninfo, /application_name='replica1'/)
+})
+
+replication.run()
