@@ -13,7 +13,8 @@
 #   PGDATA                     data directory (the image sets it)
 #   PGFOLLOW_ROLE              leader | replica
 #   PGFOLLOW_SECRETS_IN        where the secrets were uploaded (root-owned)
-#   PGFOLLOW_SECRETS_DIR       where the postgres user reads them
+#   PGFOLLOW_SECRETS_DIR       where the postgres user reads them (copied there
+#                              as root; started unprivileged, it reads SECRETS_IN)
 #   PGFOLLOW_OS_USER           the unprivileged user to run as (postgres)
 # replicas only:
 #   PGFOLLOW_LEADER_HOST, PGFOLLOW_LEADER_PORT   the leader, over TCP
@@ -70,6 +71,10 @@ if [ "$(id -u)" = 0 ]; then
   step_down "$0" "$@"
 fi
 
+# Started unprivileged (docker run --user, or a test): nobody copied the
+# secrets, so read them where they were uploaded.
+[ -d "$secrets" ] || secrets=$secrets_in
+
 wait_for_leader() {
   deadline=$(($(date +%s) + ${PGFOLLOW_WAIT_SECONDS:-300}))
   # TCP, not the socket: the leader's socket answers during its init, its
@@ -85,7 +90,7 @@ wait_for_leader() {
 clone_leader() {
   leader_host=${PGFOLLOW_LEADER_HOST:?PGFOLLOW_LEADER_HOST must name the leader}
   leader_port=${PGFOLLOW_LEADER_PORT:-5432}
-  slot=${PGFOLLOW_SLOT:?PGFOLLOW_SLOT must name this replica\'s slot}
+  slot=${PGFOLLOW_SLOT:?PGFOLLOW_SLOT must name the slot of this replica}
   application_name=${PGFOLLOW_APPLICATION_NAME:?PGFOLLOW_APPLICATION_NAME must name this replica}
   replicator=${PGFOLLOW_REPLICATOR:-replicator}
   password_file="$secrets/replicator_password"
