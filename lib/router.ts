@@ -474,6 +474,31 @@ export class Router extends EventEmitter {
     return this.leader
   }
 
+  /**
+   * Runs a transaction on the leader's pool, counted like any statement. A
+   * leader that cannot be reached becomes a LeaderUnavailableError, and the
+   * search for a new leader starts.
+   */
+  async transaction<T>(run: (leader: ClusterNode['pool']) => Promise<T>): Promise<T> {
+    const leader = this.requireLeader()
+    leader.inFlight++
+    try {
+      const result = await run(leader.pool)
+      leader.served++
+      return result
+    } catch (error) {
+      leader.errors++
+      if (!nodeUnreachable(error)) throw error
+      this.nodeFailed(leader, error)
+      throw new LeaderUnavailableError(
+        `The leader ${leader.safeUrl} went away during the transaction${neverConnected(error) ? ' before it began' : ', so it may or may not have committed'}: check before repeating it. Writes resume once a leader answers.`,
+        { cause: error },
+      )
+    } finally {
+      leader.inFlight--
+    }
+  }
+
   /** The leader's WAL insert position now: where a session stands after a transaction. */
   leaderPosition(): Promise<bigint | null> {
     return this.#leaderPosition()

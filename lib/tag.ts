@@ -89,7 +89,7 @@ export function createSql(router: Router, ctx: RouteContext, pins = true): Route
     END: factory.END,
     PostgresError: factory.PostgresError,
     begin: async (...args: unknown[]) => {
-      const result = await (leaderTag().begin as (...a: unknown[]) => Promise<unknown>)(...args)
+      const result = await router.transaction((leader) => (leader.begin as (...a: unknown[]) => Promise<unknown>)(...args))
       // A committed transaction moves the session to the leader's position.
       if (ctx.session) ctx.session.raise(await router.leaderPosition())
       return result
