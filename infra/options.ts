@@ -273,10 +273,12 @@ function isLoopback(address: string): boolean {
 }
 
 function port(key: string, value: unknown): number {
-  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > 65535) {
+  // `pulumi config set --path 'replicaPorts[0]' 5480` may store a string.
+  const number = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value
+  if (!Number.isInteger(number) || (number as number) < 1 || (number as number) > 65535) {
     fail(`${key} must be a port number from 1 to 65535 (got ${JSON.stringify(value)})`)
   }
-  return value as number
+  return number as number
 }
 
 function nonEmpty(key: string, value: unknown): string {
