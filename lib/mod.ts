@@ -9,3 +9,5 @@ export { ClusterError, ConfigError, LeaderUnavailableError, NoReplicaError, Pgfo
 export { formatLsn, lsnDistance, parseLsn } from './lsn.ts'
 export { migrate, readMigrations, waitForReplay, type MigrateOptions, type MigrateResult } from './migrate.ts'
 export { randomPage, readPage, seededRandom, writeBlog, type WorkloadSql, type WrittenBlog } from './workload.ts'
+export { LagProbe, judgeLag, lagSnapshot, type LagLimits, type LagSnapshot, type LagVerdict, type LeaderLag, type ReplicaLag } from './lag.ts'
+export { assertKnownFlags, formatBytes, formatMs, formatTable, parseChoice, parseCount, parseDuration, percentile, sparkline, stripAnsi } from './cli.ts'
