@@ -11,3 +11,5 @@ export { migrate, readMigrations, waitForReplay, type MigrateOptions, type Migra
 export { randomPage, readPage, seededRandom, writeBlog, type WorkloadSql, type WrittenBlog } from './workload.ts'
 export { LagProbe, judgeLag, lagSnapshot, type LagLimits, type LagSnapshot, type LagVerdict, type LeaderLag, type ReplicaLag } from './lag.ts'
 export { assertKnownFlags, formatBytes, formatMs, formatTable, parseChoice, parseCount, parseDuration, percentile, sparkline, stripAnsi } from './cli.ts'
+export { CONSISTENCIES, runLoad, type Consistency, type LoadOptions, type LoadRun, type LoadSummary, type LoadTick } from './load.ts'
+export { renderLoadReportHtml, renderLoadReportSvg } from './report.ts'
