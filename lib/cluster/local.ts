@@ -227,18 +227,13 @@ async function create(dir: string, options: UpOptions, progress: (message: strin
 }
 
 async function startExisting(dir: string, state: ClusterState, options: UpOptions, progress: (message: string) => void): Promise<UpResult> {
-  const stopped = state.nodes.filter((node) => !isRunning(dir, node.name))
-  if (stopped.length === 0) {
+  // A fenced node was the leader before a failover: it comes back only as a fresh clone of the new leader.
+  const fenced = state.nodes.filter((node) => node.fenced)
+  const stopped = state.nodes.filter((node) => !node.fenced && !isRunning(dir, node.name))
+  if (stopped.length === 0 && fenced.length === 0) {
     return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'already-running', started: [] }
   }
-  const fenced = stopped.filter((node) => node.fenced)
-  if (fenced.length > 0) {
-    throw new ClusterError(
-      `${fenced.map((node) => node.name).join(', ')} was the leader before a failover and is fenced: ` +
-        'run `npx zx scripts/failover.mjs --rejoin` to bring it back as a replica of the new leader.',
-    )
-  }
-  await assertPortsFree(stopped.map((node) => ({ port: node.port, node: node.name })))
+  await assertPortsFree([...stopped, ...fenced.filter((node) => !isRunning(dir, node.name))].map((node) => ({ port: node.port, node: node.name })))
   const binaries = findBinaries()
   const user = serverUser()
   // The leader first: replicas connect to it as they start.
@@ -247,8 +242,19 @@ async function startExisting(dir: string, state: ClusterState, options: UpOption
     progress(`starting ${node.name} on port ${node.port}`)
     await startNode(dir, node, binaries, user)
   }
+  for (const node of fenced) {
+    // No pg_rewind in these binaries, and its WAL may have diverged: re-clone rather than follow.
+    await stopServer(nodePaths(dir, node.name).dataDir, 'fast')
+    progress(`re-cloning ${node.name} from the leader ${leaderOf(state).name}: it was fenced by a failover`)
+    await cloneReplica(dir, state, node, user)
+    delete node.fenced
+    writeState(dir, state)
+    progress(`starting ${node.name} on port ${node.port} as a replica`)
+    await startNode(dir, node, binaries, user)
+  }
   await finishUp(dir, state, options, progress)
-  return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'started', started: ordered.map((node) => node.name) }
+  const started = [...ordered, ...fenced].map((node) => node.name)
+  return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'started', started }
 }
 
 /** Common end of `up`: replicas streaming, migrations applied, descriptor written. */
