@@ -17,7 +17,7 @@ export function readClusterArgs(config: pulumi.Config = new pulumi.Config(), sta
     replicaPorts: list<number>(config, 'replicaPorts'),
     synchronous: config.get('synchronous') as SynchronousMode | undefined,
     bindAddress: config.get('bindAddress'),
-    pgadmin: config.getBoolean('pgadmin'),
+    pgadmin: onOff(config, 'pgadmin'),
     pgadminImage: config.get('pgadminImage'),
     pgadminEmail: config.get('pgadminEmail'),
     pgadminPort: config.getNumber('pgadminPort'),
@@ -31,6 +31,16 @@ export function readClusterArgs(config: pulumi.Config = new pulumi.Config(), sta
     if (value) args[key] = pulumi.secret(value)
   }
   return args
+}
+
+/** true/false, and on/off as people say it: `pulumi config set pgadmin off`. */
+function onOff(config: pulumi.Config, key: string): boolean | undefined {
+  const value = config.get(key)
+  if (value === undefined || value === '') return undefined
+  const normalized = value.trim().toLowerCase()
+  if (['true', 'on', 'yes'].includes(normalized)) return true
+  if (['false', 'off', 'no'].includes(normalized)) return false
+  throw new ClusterConfigError(`${key} is "${value}": use on or off (true or false)`)
 }
 
 function list<T>(config: pulumi.Config, key: string): T[] | undefined {

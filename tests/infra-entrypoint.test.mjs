@@ -39,6 +39,11 @@ process.on('exit', () => {
 })
 
 const ctx = {}
+// Bounded: whatever hangs, the file ends within a minute and leaves no server.
+setTimeout(() => {
+  console.error('tests/infra-entrypoint.test.mjs took longer than 60 s; stopping its servers')
+  process.exit(1)
+}, 60_000).unref()
 let entrypointRuns = 0
 
 const entrypoint = suite('replica entrypoint against a local leader')

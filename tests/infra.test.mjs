@@ -511,6 +511,23 @@ config('readClusterArgs reads each key, wraps passwords as secrets and leaves em
   }
 })
 
+config('pgadmin takes on/off as well as true/false', () => {
+  for (const [value, expected] of [['off', false], ['on', true], ['false', false], ['true', true]]) {
+    setConfig({ pgadmin: value })
+    try {
+      assert.is(infra.readClusterArgs(new pulumi.Config(), 'dev').pgadmin, expected, value)
+    } finally {
+      setConfig({})
+    }
+  }
+  setConfig({ pgadmin: 'maybe' })
+  try {
+    assert.throws(() => infra.readClusterArgs(new pulumi.Config(), 'dev'), /pgadmin is "maybe": use on or off/)
+  } finally {
+    setConfig({})
+  }
+})
+
 config('a config value of the wrong shape fails with a message naming the key', () => {
   setConfig({ replicaPorts: '5480' })
   try {
