@@ -57,7 +57,10 @@ if [ "$(id -u)" = 0 ]; then
   # Uploads land owned by root. libpq and the image's entrypoint read them as
   # postgres, and libpq ignores a password file others can read: copy each one
   # to a directory only postgres can enter, mode 0600.
-  install -d -o "$uid" -g "$gid" -m 0700 "$secrets"
+  mkdir -p "$secrets"
+  # It may be a tmpfs mount point already: set owner and mode either way.
+  chown "$uid:$gid" "$secrets"
+  chmod 0700 "$secrets"
   for secret in "$secrets_in"/*; do
     [ -f "$secret" ] || continue
     install -o "$uid" -g "$gid" -m 0600 "$secret" "$secrets/"
