@@ -332,7 +332,9 @@ function makeNodeHome(dir: string, name: string, user: ServerUser | null) {
 
 /** Replicator role and database, once, on a fresh leader. */
 async function setUpLeader(state: ClusterState, leader: NodeState): Promise<void> {
-  const admin = postgres(nodeUrl(state, leader, 'postgres'), { max: 1, onnotice: () => {} })
+  // With --synchronous any|first the leader already lists its standbys, but
+  // none exists yet: a commit that waited for one would wait forever.
+  const admin = postgres(nodeUrl(state, leader, 'postgres'), { max: 1, onnotice: () => {}, connection: { synchronous_commit: 'local' } })
   try {
     await admin.unsafe(
       renderPsqlVariables(sqlText('replication/replicator.sql'), {
