@@ -278,7 +278,8 @@ if (!isDeno) {
 }
 
 scriptTest('up prints every node with its URL, without the password', async () => {
-  const result = await cli('up', '--ports', ports.join(','), '--replicas', '1', '--no-migrate')
+  // --synchronous first: the leader lists its standby before any exists, which must not block up.
+  const result = await cli('up', '--ports', ports.join(','), '--replicas', '1', '--no-migrate', '--synchronous', 'first')
   assert.is(result.code, 0, result.stderr)
   assert.match(result.stdout, 'Created the cluster')
   const { password } = readState(dir)
@@ -287,6 +288,9 @@ scriptTest('up prints every node with its URL, without the password', async () =
   assert.match(result.stdout, new RegExp(`replica1\\s+replica\\s+${ports[1]}\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports[1]}/pgfollow`))
   assert.match(result.stderr, 'waiting for replica1 to stream', 'progress is shown')
   assert.is(statSync(join(dir, 'cluster.json')).mode & 0o777, 0o600)
+  const descriptor = JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8'))
+  const [sender] = await client(descriptor.leader)`select application_name, sync_state from pg_stat_replication`
+  assert.equal({ ...sender }, { application_name: 'replica1', sync_state: 'sync' })
 })
 
 scriptTest('--no-migrate left the database empty; migrate.mjs migrates the cluster PGFOLLOW_CLUSTER names', async () => {
