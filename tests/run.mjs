@@ -6,6 +6,10 @@
 // plain uvu program; we stream its output and read uvu's summary, because a
 // failing `before` hook makes uvu report fewer passes and still exit 0.
 // The last line is always `N passed, N failed`.
+// pg_ctl starts each server in a session of its own, out of reach of the
+// file's process group, so every file runs with a marker in its environment
+// (servers inherit it) and whatever still carries it after the file ends is
+// stopped by pid and counted as a failure: tests must stop what they start.
 import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
@@ -17,6 +21,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const testsDir = join(root, 'tests')
 const DENO_MARKER = '// @deno'
 const GRACE_MS = 5_000
+const MARKER = 'PGFOLLOW_TEST_RUN'
 
 const options = parseArgs(process.argv.slice(2))
 const files = readdirSync(testsDir)
@@ -34,14 +39,17 @@ const runs = [
 
 let current = null
 for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    if (current) killGroup(current, 'SIGTERM')
+  process.on(signal, async () => {
+    if (current) {
+      killGroup(current.child, 'SIGTERM')
+      await stopLeftovers(current.marker)
+    }
     process.exit(130)
   })
 }
 
 const results = []
-for (const run of runs) results.push(await runFile(run))
+for (const [index, run] of runs.entries()) results.push(await runFile(run, index))
 
 printSummary(results)
 const passed = results.reduce((sum, result) => sum + result.passed, 0)
@@ -76,8 +84,10 @@ function isDenoFile(file) {
 }
 
 /** Runs one file in its own process group, so a timeout ends it and everything it spawned. */
-function runFile(run) {
+function runFile(run, index) {
   const name = relative(root, run.file)
+  const runId = `${process.pid}.${index}`
+  const marker = `${MARKER}=${runId}`
   console.log(`\n▶ ${run.runtime} ${name}`)
   const started = performance.now()
   return new Promise((resolvePromise) => {
@@ -85,9 +95,9 @@ function runFile(run) {
       cwd: root,
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, DENO_NO_UPDATE_CHECK: '1' },
+      env: { ...process.env, DENO_NO_UPDATE_CHECK: '1', [MARKER]: runId },
     })
-    current = child
+    current = { child, marker }
     let output = ''
     child.stdout.on('data', (chunk) => {
       output += chunk
@@ -104,11 +114,20 @@ function runFile(run) {
       killGroup(child, 'SIGTERM')
       setTimeout(() => killGroup(child, 'SIGKILL'), GRACE_MS).unref()
     }, options.timeoutSeconds * 1000)
-    const finish = (code, spawnError) => {
+    let finished = false
+    const finish = async (code, spawnError) => {
+      if (finished) return
+      finished = true
       clearTimeout(timer)
       current = null
       const seconds = (performance.now() - started) / 1000
       const result = { ...run, name, seconds, ...judge(output, code, timedOut, spawnError) }
+      const left = await stopLeftovers(marker)
+      if (left.length > 0) {
+        console.error(`✘ ${name} (${run.runtime}) left ${left.length} process(es) running: ${left.join('; ')}. Stopped them.`)
+        result.failed += 1
+        result.note = [result.note, 'left processes running'].filter(Boolean).join('; ')
+      }
       const mark = result.failed > 0 ? '✘' : '✔'
       console.log(`${mark} ${name} (${run.runtime}): ${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped in ${seconds.toFixed(1)} s${result.note ? ` (${result.note})` : ''}`)
       resolvePromise(result)
@@ -136,6 +155,60 @@ function judge(output, code, timedOut, spawnError) {
   else if (code !== 0 && failed === 0) note = `exit code ${code} after its tests passed`
   if ((timedOut || code !== 0) && failed === 0) failed = 1
   return { passed, failed, skipped, note }
+}
+
+/**
+ * Processes whose environment carries this file's marker: its servers (and
+ * anything else it detached). Postmasters get an immediate shutdown, which
+ * ends their backends too; whatever is still there after the grace is killed.
+ */
+async function stopLeftovers(marker) {
+  const found = markedProcesses(marker)
+  if (found.length === 0) return []
+  for (const { pid, command } of found) sendSignal(pid, command === 'postgres' ? 'SIGQUIT' : 'SIGKILL')
+  const deadline = Date.now() + GRACE_MS
+  while (markedProcesses(marker).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  for (const { pid } of markedProcesses(marker)) sendSignal(pid, 'SIGKILL')
+  return found.map(({ pid, args }) => `${pid} ${args}`.slice(0, 160))
+}
+
+function markedProcesses(marker) {
+  if (process.platform !== 'linux') return []
+  const found = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
+    try {
+      if (!readFileSync(`/proc/${entry}/environ`, 'latin1').split('\0').includes(marker)) continue
+      const stat = readFileSync(`/proc/${entry}/stat`, 'latin1')
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+      if (state === 'Z' || state === 'X') continue // exited, waiting to be reaped
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'latin1').split('\0').filter(Boolean)
+      // Backends have a postmaster parent that the immediate shutdown ends; only postmasters are signalled.
+      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      const command = args[0]?.split('/').pop() ?? ''
+      if (command.startsWith('postgres:') || (command === 'postgres' && isMarked(parent, marker))) continue
+      found.push({ pid: Number(entry), command, args: args.join(' ') })
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found
+}
+
+function isMarked(pid, marker) {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(marker)
+  } catch {
+    return false
+  }
+}
+
+function sendSignal(pid, name) {
+  try {
+    process.kill(pid, name)
+  } catch {
+    // already gone
+  }
 }
 
 function killGroup(child, signal) {
