@@ -9,7 +9,7 @@ import type { LoadSummary, LoadTick } from './load.ts'
 
 const WIDTH = 880
 const LEFT = 70
-const RIGHT = 150 // room for the legend
+const RIGHT = 180 // room for the legend
 const PALETTE = ['#2563eb', '#16a34a', '#dc2626', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#db2777']
 
 interface Series {
@@ -154,12 +154,13 @@ function nodeNames(ticks: LoadTick[]): string[] {
   return names
 }
 
+/** Where writes moved: at the start of the interval in which the tag saw a new leader. */
 function leaderMoves(ticks: LoadTick[]): { t: number; leader: string }[] {
   const moves: { t: number; leader: string }[] = []
   let previous: string | undefined
   for (const tick of ticks) {
     const leader = Object.entries(tick.roles).find(([, role]) => role === 'leader')?.[0]
-    if (previous !== undefined && leader !== undefined && leader !== previous) moves.push({ t: tick.t, leader })
+    if (previous !== undefined && leader !== undefined && leader !== previous) moves.push({ t: Math.max(0, tick.t - tick.seconds), leader })
     if (leader !== undefined) previous = leader
   }
   return moves
