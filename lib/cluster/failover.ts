@@ -93,7 +93,11 @@ export async function failover(options: FailoverOptions = {}): Promise<FailoverR
 
   // Fence first: two leaders, even for a moment, would split the history.
   const previousWasRunning = isRunning(dir, oldLeader.name)
-  progress(previousWasRunning ? `stopping the leader ${oldLeader.name} (fast: replicas receive its last WAL)` : `the leader ${oldLeader.name} is down`)
+  progress(
+    previousWasRunning
+      ? `stopping the leader (node ${oldLeader.name}) with a fast shutdown: replicas receive its last WAL`
+      : `the leader (node ${oldLeader.name}) is down`,
+  )
   await fence(dir, oldLeader)
 
   const candidates = await Promise.all(running.map((node) => receivedPosition(state, node)))

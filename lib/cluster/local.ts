@@ -245,7 +245,7 @@ async function startExisting(dir: string, state: ClusterState, options: UpOption
   for (const node of fenced) {
     // No pg_rewind in these binaries, and its WAL may have diverged: re-clone rather than follow.
     await stopServer(nodePaths(dir, node.name).dataDir, 'fast')
-    progress(`re-cloning ${node.name} from the leader ${leaderOf(state).name}: it was fenced by a failover`)
+    progress(`re-cloning ${node.name} from ${leaderOf(state).name}, the leader since a failover fenced ${node.name}`)
     await cloneReplica(dir, state, node, user)
     delete node.fenced
     writeState(dir, state)
