@@ -179,7 +179,7 @@ function describeTick(tick) {
   return [
     chalk.dim(`${tick.t.toFixed(0).padStart(3)} s`),
     `reads ${chalk.bold(rate(tick.reads))}/s`,
-    `writes ${chalk.bold(rate(tick.writes))}/s`,
+    `writes ${chalk.bold((tick.writes / (tick.seconds || 1)).toFixed(1))}/s`,
     shares,
     `p50 ${pgfollow.formatMs(tick.p50Ms)} p99 ${pgfollow.formatMs(tick.p99Ms)}`,
     `errors ${tick.errors > 0 ? chalk.red(tick.errors) : 0}`,
