@@ -48,6 +48,7 @@ async function main() {
     return command || argv.help || argv.h ? 0 : 1
   }
   if (rest.length > 0) throw usageError(`Unexpected argument ${rest.join(' ')}.`)
+  if (argv.dir === true || argv.dir === '') throw usageError('--dir takes a directory, e.g. --dir .pgfollow.')
   const dir = argv.dir === undefined ? undefined : String(argv.dir)
   if (argv.docker) return await docker(command, dir)
   switch (command) {

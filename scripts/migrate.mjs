@@ -41,6 +41,9 @@ async function main() {
     const what = unknown.length > 0 ? `Unknown flag ${unknown.map((key) => `--${key}`).join(', ')}` : `Unexpected argument ${argv._.join(' ')}`
     throw new pgfollow.ConfigError(`${what}. Run with --help for usage.`)
   }
+  for (const flag of ['cluster', 'directory']) {
+    if (argv[flag] === true || argv[flag] === '') throw new pgfollow.ConfigError(`--${flag} takes a path. Run with --help for usage.`)
+  }
   const file = argv.cluster === undefined ? undefined : String(argv.cluster)
   const descriptor = pgfollow.loadDescriptor(file)
   const started = Date.now()
