@@ -96,6 +96,8 @@ stop('a replica stopped for 5 s is retired within two monitor intervals, serves 
   const RETIRE_TOLERANCE = 150 // one check's own timeout is min(connectTimeout, monitorInterval): allow part of a third interval
   const STALENESS_TOLERANCE = 100 // event-loop delay between the read's answer and our Date.now()
   const sql = connect({ ...cluster.descriptor, ...FAST, monitorInterval, maxLag: { ms: maxLagMs }, readTimeout, ban: { base: 100, max: 500 } })
+  const events = []
+  for (const name of ['retire', 'restore']) sql.on(name, (event) => event.name === 'replica1' && events.push({ event: name, at: Date.now(), reason: event.reason }))
   let stoppedPid = null
   try {
     await sql.refresh()
@@ -114,26 +116,28 @@ stop('a replica stopped for 5 s is retired within two monitor intervals, serves 
     const stoppedAt = Date.now()
     cluster.kill('replica1', 'SIGSTOP')
     await until(() => stateOf(sql, 'replica1') !== 'healthy', 3000, 'replica1 to leave the reads', 5)
-    const retiredAfter = Date.now() - stoppedAt
     const retiredState = stateOf(sql, 'replica1')
+    // Event times are exact; polling the status would add up to a poll step.
+    const retiredAt = events.find((e) => e.event === 'retire' && e.at >= stoppedAt)?.at ?? Date.now()
+    const retiredAfter = retiredAt - stoppedAt
     await sleep(Math.max(0, stoppedAt + 5000 - Date.now()))
     const continuedAt = Date.now()
     cluster.kill('replica1', 'SIGCONT')
     stoppedPid = null
     await until(() => stateOf(sql, 'replica1') === 'healthy', 8000, 'replica1 to be restored', 5)
-    const restoredAfter = Date.now() - continuedAt
+    const restoredAt = events.findLast((e) => e.event === 'restore' && e.at >= continuedAt)?.at ?? Date.now()
+    const restoredAfter = restoredAt - continuedAt
     // Keep reading until the restored replica has served some reads again.
-    const restoredAt = Date.now()
     await until(() => readers.samples.filter((s) => s.at > restoredAt && s.value.port === replica1Port).length >= 20, 3000, 'reads on replica1 again')
     await Promise.all([readers.stop(), writer.stop()])
 
     const after = readers.samples.filter((s) => s.at >= stoppedAt)
     const frozen = after.filter((s) => s.at < continuedAt)
     const stalest = after.reduce((worst, s) => (s.value.staleness > worst.value.staleness ? s : worst), after[0])
-    const servedByFrozen = readers.samples.filter((s) => s.value.port === replica1Port && s.at >= stoppedAt + retiredAfter && s.at < restoredAt)
+    const servedByFrozen = readers.samples.filter((s) => s.value.port === replica1Port && s.at > retiredAt && s.at < restoredAt)
     measured(
       `replica SIGSTOP 5 s (monitorInterval ${monitorInterval} ms, maxLag ${maxLagMs} ms, readTimeout ${readTimeout} ms): ` +
-        `${retiredState} after ${retiredAfter} ms, restored ${restoredAfter} ms after SIGCONT; ${readers.errors.length} errors / ${after.length} reads since SIGSTOP, ` +
+        `${retiredState} after ${retiredAfter} ms, restored ${restoredAfter} ms after SIGCONT (events: ${events.map((e) => `${e.event}/${e.reason} +${e.at - stoppedAt}`).join(', ')}); ${readers.errors.length} errors / ${after.length} reads since SIGSTOP, ` +
         `stalest read ${ms(stalest.value.staleness)} (port ${stalest.value.port}); read p99 while frozen ${ms(percentile(frozen.map((s) => s.ms), 99))}, max ${ms(Math.max(...frozen.map((s) => s.ms)))}; ` +
         `${writer.samples.length} clock writes, ${writer.errors.length} errors`,
     )
