@@ -46,6 +46,7 @@ leader.after(async () => {
 leader('reads go on, writes fail fast, and failover.mjs brings writes back in the same process', async () => {
   await sql.refresh()
   let phase = 'before'
+  let attempts = 0
   const readers = loops(
     20,
     async () => {
@@ -58,12 +59,13 @@ leader('reads go on, writes fail fast, and failover.mjs brings writes back in th
     2,
     async (worker) => {
       const at = phase
+      const url = `fault-leader writer ${worker} #${++attempts}`
       const started = performance.now()
       try {
-        const [row] = await sql`insert into blogs (url) values (${`writer ${worker}`}) returning inet_server_port() as port`
-        return { phase: at, ok: true, port: row.port }
+        const [row] = await sql`insert into blogs (url) values (${url}) returning inet_server_port() as port`
+        return { phase: at, ok: true, port: row.port, url }
       } catch (error) {
-        return { phase: at, ok: false, error, ms: performance.now() - started }
+        return { phase: at, ok: false, error, url, ms: performance.now() - started }
       }
     },
     { maxMs: 60_000, pauseMs: 10 },
@@ -104,7 +106,7 @@ leader('reads go on, writes fail fast, and failover.mjs brings writes back in th
     const readsDown = readers.samples.filter((s) => s.value.phase !== 'before')
     measured(
       `leader SIGKILL: ${readers.errors.length} read errors / ${readers.samples.length + readers.errors.length} reads (${readsDown.length} while down or failing over); ` +
-        `${failures.length} writes refused while down (${wrongType.length} not LeaderUnavailableError), slowest refusal ${ms(slowest)}, p50 ${ms(percentile(writeMs, 50))}; ` +
+        `${failures.length} writes refused while down (${wrongType.length} not LeaderUnavailableError, ${failures.filter((w) => /may or may not/.test(w.error.message)).length} broke in flight), slowest refusal ${ms(slowest)}, p50 ${ms(percentile(writeMs, 50))}; ` +
         `failover.mjs ${ms(failover.ms)} (promoted ${result.promoted}); first write on the new leader ${ms(firstWriteAfter)} after it returned (${during.filter((w) => w.ok).length}/${during.length} writes ok while it ran), ` +
         `${after.filter((w) => w.ok).length}/${after.length} writes ok after failover`,
     )
@@ -115,6 +117,10 @@ leader('reads go on, writes fail fast, and failover.mjs brings writes back in th
     assert.ok(slowest <= connectTimeout + 500, `every write failed within ${ms(slowest)} (limit connectTimeout ${connectTimeout} + 500 ms)`)
     assert.ok(firstWriteAfter < 3000, `writes came back ${ms(firstWriteAfter)} after failover, no restart`)
     assert.ok(lastSecond.length > 0 && lastSecond.every((w) => w.ok && w.port === promotedPort), 'once back, every write succeeds on the promoted node')
+    // A write refused as never sent did not happen; only one that broke in flight may have.
+    const refusedUrls = failures.filter((w) => !/may or may not/.test(w.error.message)).map((w) => w.url)
+    const [{ applied }] = await sql.leader`select count(*)::int as applied from blogs where url in ${sql(refusedUrls.length ? refusedUrls : ['-'])}`
+    assert.is(applied, 0, `none of the ${refusedUrls.length} writes refused before they were sent is on the new leader`)
     assert.ok(leaderEvents.some((event) => event.name === result.promoted), `a leader event named ${result.promoted}`)
     assert.is(sql.status().find((node) => node.role === 'leader').name, result.promoted)
   } finally {
