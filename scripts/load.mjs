@@ -41,6 +41,20 @@ const argv = parseArgv(process.argv.slice(2), { string: STRING_FLAGS, boolean: B
 const BALANCES = ['round-robin', 'random', 'least-busy']
 
 const pgfollow = await loadLibrary()
+let droppedWrites = 0
+process.on('uncaughtException', (error) => {
+  // postgres.js 3.4.9 may flush a buffered write after a dead node's socket
+  // closed, from a setImmediate (porsager/postgres#1154, #1208): nobody can
+  // catch it and it would end the experiment. The statement was already
+  // rejected (and the tag retried or counted it), so note it and go on.
+  // Anything else is a bug: print it and exit as Node would.
+  if (error instanceof TypeError && /reading 'write'/.test(error.message) && /nextWrite[\s\S]*postgres\/src\/connection\.js|postgres\/src\/connection\.js[\s\S]*nextWrite/.test(error.stack ?? '')) {
+    if (droppedWrites++ === 0) process.stderr.write(chalk.yellow('\npostgres.js wrote to a closed socket (porsager/postgres#1154); continuing.\n'))
+    return
+  }
+  console.error(chalk.red(error?.stack ?? String(error)))
+  process.exit(1)
+})
 try {
   process.exitCode = await main()
 } catch (error) {
