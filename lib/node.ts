@@ -5,6 +5,7 @@
  */
 import postgres from 'postgres'
 import { redactUrl } from './errors.ts'
+import { authenticationFailure } from './failures.ts'
 import type { NormalizedOptions } from './options.ts'
 
 export type NodeState = 'healthy' | 'retired' | 'banned' | 'down'
@@ -20,6 +21,9 @@ export interface PgQuery extends Promise<unknown> {
   resolve: (value: unknown) => void
   reject: (error: unknown) => void
   executed: boolean
+  /** Set by postgres.js when the query is written to a connection; unset while it waits for one. */
+  state?: unknown
+  cancel(): unknown
   isRaw?: boolean | 'values'
   cursorFn?: unknown
   forEachFn?: unknown
@@ -50,6 +54,10 @@ export class ClusterNode {
   failures = 0
   bannedUntil = 0
   lastError: string | null = null
+  /** The last failure was a refused login: a configuration problem, not an outage. */
+  loginRefused = false
+  /** When the server last answered anything (a statement, an SQL error, a health check): alive, if busy. */
+  lastAnsweredAt = 0
 
   /** A replay-position query in flight, shared by every session waiting on this node. */
   refreshing: Promise<void> | null = null
@@ -93,14 +101,17 @@ export class ClusterNode {
     this.failures++
     this.errors++
     this.lastError = redactMessage(error, this.url)
+    this.loginRefused = authenticationFailure(error)
     this.bannedUntil = Date.now() + Math.min(ban.base * 2 ** (this.failures - 1), ban.max)
   }
 
   /** A successful check lifts any ban. */
   succeed(): void {
+    this.lastAnsweredAt = Date.now()
     this.failures = 0
     this.bannedUntil = 0
     this.lastError = null
+    this.loginRefused = false
   }
 
   /** Whether the monitor should check it now (banned nodes wait out their back-off). */

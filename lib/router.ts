@@ -53,6 +53,11 @@ export interface NodeStatus {
   lastError: string | null
 }
 
+/** An error with a code the failure classes know. */
+function timeoutError(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code })
+}
+
 // Positions read right behind a statement, on the same connection.
 const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
 const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
@@ -160,6 +165,10 @@ export class Router extends EventEmitter {
       node = await this.#waitForReplica(position, job.tried)
     }
     if (!node) {
+      const refused = this.nodes.filter((candidate) => candidate.loginRefused)
+      if (refused.length > 0 && refused.length === this.nodes.filter((candidate) => candidate.failures > 0).length && !this.leaderUsable) {
+        throw this.#loginRefused(refused)
+      }
       const anyReplica = this.readCandidates(new Set()).length > 0
       if (!this.options.fallback && !anyReplica) {
         throw new NoReplicaError(
@@ -174,12 +183,9 @@ export class Router extends EventEmitter {
     this.#dispatch(job, attempt, node)
   }
 
-  async #runOnLeader(job: Job, attempt: PgQuery): Promise<void> {
-    if (!this.leaderUsable) {
-      void this.discoverLeader()
-      throw this.#leaderUnavailable()
-    }
-    this.#dispatch(job, attempt, this.leader)
+  /** Writes go to the leader; without one they fail fast (as a rejection, like every routing outcome). */
+  #runOnLeader(job: Job, attempt: PgQuery): Promise<void> {
+    return new Promise((resolve) => resolve(this.#dispatch(job, attempt, this.requireLeader())))
   }
 
   get leaderUsable(): boolean {
@@ -251,17 +257,18 @@ export class Router extends EventEmitter {
     }
     node.inFlight++
     let done = false
-    let timer: ReturnType<typeof setTimeout> | undefined
+    const timers: ReturnType<typeof setTimeout>[] = []
     const position = job.ctx.session ? this.#pipelinePosition(attempt, node) : null
     const finish = () => {
       done = true
       node.inFlight--
-      if (timer) clearTimeout(timer)
+      timers.forEach(clearTimeout)
     }
     attempt.resolve = (result) => {
       if (done) return
       finish()
       node.served++
+      node.lastAnsweredAt = Date.now()
       if (position && job.ctx.session) job.ctx.session.track(position()).then(() => job.settle.resolve(result))
       else job.settle.resolve(result)
     }
@@ -269,15 +276,33 @@ export class Router extends EventEmitter {
       if (done) return
       finish()
       node.errors++
+      if (!nodeUnreachable(error)) node.lastAnsweredAt = Date.now()
       this.#onError(job, node, error).catch((failure) => job.settle.reject(failure))
     }
     if (job.kind === 'read' && node !== this.leader && this.options.readTimeout > 0) {
-      timer = setTimeout(() => {
-        const error = Object.assign(new Error(`${node.name} did not answer a read within ${this.options.readTimeout} ms`), { code: 'PGFOLLOW_READ_TIMEOUT' })
-        attempt.reject(error)
-      }, this.options.readTimeout)
+      timers.push(setTimeout(() => attempt.reject(timeoutError(`${node.name} did not answer a read within ${this.options.readTimeout} ms`, 'PGFOLLOW_READ_TIMEOUT')), this.options.readTimeout))
     }
     node.handler(attempt)
+    if (!attempt.state && !done) timers.push(this.#watchConnect(attempt, node))
+  }
+
+  /**
+   * postgres.js's connect_timeout bounds each connection attempt, not each
+   * caller: statements queued behind a host that accepts but never answers
+   * wait for one attempt after another. A statement still not sent after
+   * connectTimeout, on a node that answered nothing meanwhile, is taken back
+   * (cancelled before it was sent, so it never runs) and fails as a connect
+   * timeout, which the router retries elsewhere. A node that answered
+   * anything meanwhile (a statement, the monitor's check) is busy, not
+   * stalled, and its queue is left alone.
+   */
+  #watchConnect(attempt: PgQuery, node: ClusterNode): ReturnType<typeof setTimeout> {
+    const queuedAt = Date.now()
+    return setTimeout(() => {
+      if (attempt.state || node.lastAnsweredAt >= queuedAt) return
+      attempt.reject(timeoutError(`${node.name} did not accept a connection within ${this.options.connectTimeout} ms`, 'CONNECT_TIMEOUT'))
+      attempt.cancel()
+    }, this.options.connectTimeout)
   }
 
   /**
@@ -354,9 +379,7 @@ export class Router extends EventEmitter {
     if (job.kind === 'read' && (retryableRead(error) || authenticationFailure(error))) {
       return this.#runRead(job, this.#fresh(job.query))
     }
-    if (authenticationFailure(error)) {
-      throw new ConfigError(`${node.name} (${node.safeUrl}) refused the login: fix the user or password in the descriptor.`, { cause: error })
-    }
+    if (authenticationFailure(error)) throw this.#loginRefused([node], error)
     if (job.kind === 'write' && isLeader && neverConnected(error) && !job.leaderRetried) {
       // The statement never left us: safe to send to a newly found leader.
       job.leaderRetried = true
@@ -465,13 +488,17 @@ export class Router extends EventEmitter {
     }))
   }
 
-  /** A leader that answers, or a LeaderUnavailableError that says what to do. */
+  /** A leader that answers, or an error that says what to do (a refused login is a configuration problem). */
   requireLeader(): ClusterNode {
-    if (!this.leaderUsable) {
-      void this.discoverLeader()
-      throw this.#leaderUnavailable()
-    }
-    return this.leader
+    if (this.leaderUsable) return this.leader
+    if (this.leader.loginRefused) throw this.#loginRefused([this.leader])
+    void this.discoverLeader()
+    throw this.#leaderUnavailable()
+  }
+
+  #loginRefused(nodes: ClusterNode[], cause?: unknown): ConfigError {
+    const names = nodes.map((node) => `${node.name} (${node.safeUrl})`).join(', ')
+    return new ConfigError(`${names} refused the login: fix the user or password in the descriptor (or connect() options).`, { cause })
   }
 
   /**
