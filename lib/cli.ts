@@ -4,7 +4,29 @@
  * human units, plain-text tables and sparklines. No colours here: the
  * scripts paint with zx's chalk, which knows whether stdout is a terminal.
  */
+import { realpathSync } from 'node:fs'
+import { resolve } from 'node:path'
+import process from 'node:process'
+import { fileURLToPath } from 'node:url'
 import { ConfigError } from './errors.ts'
+
+/**
+ * The arguments after the script's own path: `node script.mjs --once` and
+ * `npx zx script.mjs --once` put a different number of words before it.
+ */
+export function scriptArgs(scriptUrl: string, argv: string[] = process.argv): string[] {
+  const self = realpath(fileURLToPath(scriptUrl))
+  const index = argv.findIndex((arg, i) => i > 0 && realpath(resolve(arg)) === self)
+  return argv.slice(index > 0 ? index + 1 : 2)
+}
+
+function realpath(path: string): string {
+  try {
+    return realpathSync(path)
+  } catch {
+    return path
+  }
+}
 
 const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }

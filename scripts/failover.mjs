@@ -31,10 +31,11 @@ README (Operator scripts: failover).`
 
 const STRING_FLAGS = ['dir', 'cluster', 'promote']
 const BOOLEAN_FLAGS = ['rejoin', 'json', 'help', 'h']
-// zx's default argv guesses types; this parse knows which flags take values.
-const argv = parseArgv(process.argv.slice(2), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 
 const lib = await loadLibrary()
+// zx's default argv guesses types, and `npx zx` puts one more word before the
+// script's arguments than `node`: this parse knows both.
+const argv = parseArgv(lib.pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 try {
   process.exitCode = await main()
 } catch (error) {

@@ -30,12 +30,13 @@ or --count it runs until Ctrl-C and exits with the last verdict.`
 
 const STRING_FLAGS = ['cluster', 'interval', 'count', 'max-lag-bytes', 'max-lag-ms']
 const BOOLEAN_FLAGS = ['once', 'json', 'watch', 'help', 'h']
-// zx's default argv guesses types; this parse knows which flags take values.
-const argv = parseArgv(process.argv.slice(2), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 const EXIT_UNKNOWN = 3
 const SPARK_WIDTH = 30
 
 const pgfollow = await loadLibrary()
+// zx's default argv guesses types, and `npx zx` puts one more word before the
+// script's arguments than `node`: this parse knows both.
+const argv = parseArgv(pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 try {
   process.exitCode = await main()
 } catch (error) {

@@ -36,11 +36,12 @@ prints the summary; twice exits at once.`
 
 const STRING_FLAGS = ['cluster', 'writers', 'readers', 'duration', 'consistency', 'balance', 'report', 'seed']
 const BOOLEAN_FLAGS = ['json', 'help', 'h']
-// zx's default argv guesses types; this parse knows which flags take values.
-const argv = parseArgv(process.argv.slice(2), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 const BALANCES = ['round-robin', 'random', 'least-busy']
 
 const pgfollow = await loadLibrary()
+// zx's default argv guesses types, and `npx zx` puts one more word before the
+// script's arguments than `node`: this parse knows both.
+const argv = parseArgv(pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 let droppedWrites = 0
 process.on('uncaughtException', (error) => {
   // postgres.js 3.4.9 may flush a buffered write after a dead node's socket

@@ -24,7 +24,7 @@ check. Ctrl-C stops the load cleanly; the cluster stays up either way
 
 const here = new URL('.', import.meta.url).pathname
 const script = (name) => join(here, name)
-const args = process.argv.slice(2)
+const args = await scriptArgs()
 const argv = parseArgv(args, { string: ['dir', 'ports'], boolean: ['help', 'h'] })
 
 if (argv.help || argv.h) {
@@ -81,6 +81,17 @@ process.exitCode = code
 function displayPath(path) {
   const shown = relative(process.cwd(), path)
   return shown === '' ? '.' : shown.startsWith('..') ? path : shown
+}
+
+/** This script's arguments, however it was started (`node` or `npx zx`); npm start builds pgfollow first. */
+async function scriptArgs() {
+  try {
+    return (await import('pgfollow')).scriptArgs(import.meta.url)
+  } catch (error) {
+    if (error?.code !== 'ERR_MODULE_NOT_FOUND' || !/dist/.test(error.message)) throw error
+    console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm start` does it).'))
+    process.exit(1)
+  }
 }
 
 /** The arguments for load.mjs: everything but --dir, --ports and their values. */

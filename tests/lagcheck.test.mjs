@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
-import { formatBytes, formatMs, judgeLag, parseDuration, percentile, sparkline } from 'pgfollow'
+import { formatBytes, formatMs, judgeLag, parseDuration, percentile, scriptArgs, sparkline } from 'pgfollow'
 import { stopServer } from 'pgfollow/cluster'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -49,6 +49,13 @@ flags('durations: units, bare seconds, and errors that name the flag', () => {
   for (const bad of ['', 'soon', '-1s', '0', '1d', true]) {
     assert.throws(() => parseDuration(bad, '--interval'), /--interval takes a duration/, `parseDuration(${bad}) must fail`)
   }
+})
+
+flags('the arguments are the same under node and npx zx', () => {
+  const url = new URL('../scripts/lagcheck.mjs', import.meta.url).href
+  assert.equal(scriptArgs(url, [process.execPath, SCRIPT, '--once', 'x']), ['--once', 'x'])
+  assert.equal(scriptArgs(url, [process.execPath, '/somewhere/node_modules/.bin/zx', SCRIPT, '--once']), ['--once'])
+  assert.equal(scriptArgs(url, [process.execPath, 'elsewhere.mjs', '--json']), ['--json'], 'not found: after argv[1]')
 })
 
 flags('units and sparklines read as people expect', () => {
