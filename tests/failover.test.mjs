@@ -93,7 +93,8 @@ function application(sql) {
 }
 
 const cluster = await startCluster({ synchronous: 'any' })
-const sql = connect({ ...cluster.descriptor, monitorInterval: 200, connectTimeout: 1000 })
+// A short ban back-off: the old leader, down for a while, is taken back for reads within seconds.
+const sql = connect({ ...cluster.descriptor, monitorInterval: 200, connectTimeout: 1000, ban: { base: 100, max: 1000 } })
 
 // ---
 const crash = suite('failover after the leader crashes (synchronous mode)')
