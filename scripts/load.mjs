@@ -156,7 +156,11 @@ function liveLine() {
   let lastPrinted = 0
   const draw = () => {
     if (!last) return
-    process.stderr.write(`\r\x1b[2K${chalk.cyan(frames[frame++ % frames.length])} ${describeTick(last)}`)
+    let line = `${chalk.cyan(frames[frame++ % frames.length])} ${describeTick(last)}`
+    // A line wider than the terminal wraps, and \r would then redraw only its last part.
+    const columns = process.stderr.columns || Infinity
+    if (pgfollow.stripAnsi(line).length >= columns) line = pgfollow.stripAnsi(line).slice(0, columns - 1)
+    process.stderr.write(`\r\x1b[2K${line}`)
     shown = true
   }
   return {
