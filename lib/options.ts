@@ -64,7 +64,7 @@ const DEFAULTS = {
   connectTimeout:  2_000,
   readTimeout:     10_000,
   banBase:         250,
-  banMax:          30_000,
+  banMax:          5_000,
 }
 
 /** `connect()` / `connect('file.json')` / `connect({ ... })` → one normalised object. */

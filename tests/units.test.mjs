@@ -24,7 +24,7 @@ const options = suite('options')
 
 const goodOptions = [
   [{}, (o) => o.balance === 'round-robin' && o.maxLag.bytes === 16 * 1024 * 1024 && o.maxLag.ms === 10_000],
-  [{}, (o) => o.monitorInterval === 1000 && o.sessionWait === 100 && o.fallback === true && o.connectTimeout === 2000],
+  [{}, (o) => o.monitorInterval === 1000 && o.sessionWait === 100 && o.fallback === true && o.connectTimeout === 2000 && o.ban.max === 5000],
   [{ balance: 'least-busy' }, (o) => o.balance === 'least-busy'],
   [{ weights: [3, 1] }, (o) => o.weights.join() === '3,1'],
   [{ maxLag: { ms: 500 } }, (o) => o.maxLag.ms === 500 && o.maxLag.bytes === 16 * 1024 * 1024],
