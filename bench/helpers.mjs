@@ -1,0 +1,392 @@
+// What every bench file shares: a throw-away local cluster, seeding, the
+// throughput harness, statistics, mitata rounds and cleanup on exit. Each
+// bench file answers one question with `export async function measure(ctx)`;
+// scripts/bench.mjs runs them all on one cluster, and `node bench/FILE.mjs`
+// runs one on its own cluster.
+import { spawn } from 'node:child_process'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import { dirname, join } from 'node:path'
+import process from 'node:process'
+import { fileURLToPath } from 'node:url'
+import { run } from 'mitata'
+import postgres from 'postgres'
+import { parseLsn, seededRandom, waitForReplay, writeBlog } from 'pgfollow'
+import { destroy, freePort, nodePaths, nodePid, up } from 'pgfollow/cluster'
+
+// -----------------------------------------------------------------------------
+// Cleanup: every cluster, pgpool and child we start is stopped by its pid,
+// on the normal path and on Ctrl-C alike.
+
+const cleanups = new Set()
+
+/** Registers an async stop function; returns a function that runs it once and unregisters it. */
+export function onCleanup(stop) {
+  let done = null
+  const once = () => {
+    cleanups.delete(once)
+    done ??= Promise.resolve().then(stop)
+    return done
+  }
+  cleanups.add(once)
+  return once
+}
+
+export async function cleanupAll() {
+  // Newest first: pgpool before the cluster it fronts.
+  for (const stop of [...cleanups].reverse()) await stop().catch((error) => console.error(`cleanup: ${error.message}`))
+}
+
+let signalled = false
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, () => {
+    if (signalled) process.exit(130)
+    signalled = true
+    console.error(`\n${signal}: stopping what the bench started…`)
+    cleanupAll().finally(() => process.exit(130))
+  })
+}
+
+// -----------------------------------------------------------------------------
+// Cluster
+
+/** Settings of every bench cluster: room for pgpool's 100+ children on each node. */
+export const BENCH_SETTINGS = { max_connections: '300' }
+
+/**
+ * A leader and `replicas` streaming replicas in a temp dir on free ports,
+ * migrated. The parent dir is opened (755) because as root the servers run
+ * as an unprivileged user that must reach its data dir.
+ */
+export async function startCluster({ replicas = 2, settings = {}, migrate = true } = {}) {
+  const parent = mkdtempSync(join(os.tmpdir(), 'pgfollow-bench-'))
+  chmodSync(parent, 0o755)
+  const dir = join(parent, 'cluster')
+  const removeDir = () => rmSync(parent, { recursive: true, force: true })
+  const stop = onCleanup(async () => {
+    await destroy(dir).catch(() => {})
+    removeDir()
+  })
+  const ports = []
+  for (let i = 0; i <= replicas; i++) ports.push(await freePort())
+  try {
+    const result = await up({ dir, ports, replicas, migrate, settings: { ...BENCH_SETTINGS, ...settings } })
+    return {
+      dir,
+      parent,
+      ports,
+      descriptor: result.descriptor,
+      pid: (name) => nodePid(dir, name),
+      dataDir: (name) => nodePaths(dir, name).dataDir,
+      stop,
+    }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}
+
+/**
+ * Seeds the blog model with the load script's writer (seeded, so every run
+ * reads the same data) up to `blogs` blogs (about 3 posts and 7 comments
+ * each: pages at offsets up to 1000 all return rows), then waits until the
+ * replicas have replayed it.
+ */
+export async function seed(descriptor, { blogs = 2000, writers = 4, seedValue = 20240601 } = {}) {
+  const leader = postgres(descriptor.leader, { max: writers, onnotice: () => {} })
+  try {
+    const [{ count }] = await leader`select count(*)::int as count from blogs`
+    let started = count
+    let written = 0
+    const random = seededRandom(seedValue)
+    await Promise.all(
+      Array.from({ length: writers }, async () => {
+        while (started < blogs) {
+          started++
+          await writeBlog(leader, random)
+          written++
+        }
+      }),
+    )
+    await leader`analyze`
+    const [{ lsn }] = await leader`select pg_current_wal_lsn()::text as lsn`
+    await waitForReplay(descriptor.replicas, parseLsn(lsn), 60_000)
+    const [totals] = await leader`select (select count(*) from blogs)::int as blogs, (select count(*) from posts)::int as posts, (select count(*) from comments)::int as comments`
+    return { written, ...totals }
+  } finally {
+    await leader.end({ timeout: 5 })
+  }
+}
+
+// -----------------------------------------------------------------------------
+// Statistics
+
+export function median(values) {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b)
+  if (sorted.length === 0) return NaN
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
+}
+
+/** Latencies (ms) → p50/p99/max, sorting a copy. */
+export function latencySummary(latencies) {
+  const sorted = Float64Array.from(latencies).sort()
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.length ? sorted[sorted.length - 1] : NaN, count: sorted.length }
+}
+
+/** Median of each numeric field over repeated results; `runs` keeps the raw values. */
+export function medianOf(results, fields) {
+  const out = { runs: results.length }
+  for (const field of fields) out[field] = median(results.map((result) => result[field]))
+  out.samples = Object.fromEntries(fields.map((field) => [field, results.map((result) => round(result[field], 3))]))
+  return out
+}
+
+export function round(value, digits = 2) {
+  if (!Number.isFinite(value)) return value
+  const f = 10 ** digits
+  return Math.round(value * f) / f
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+// -----------------------------------------------------------------------------
+// Throughput harness
+
+/**
+ * `readers` concurrent loops call `read()` as fast as it answers. Nothing is
+ * counted during the warm-up; then for `durationMs` every completed read is
+ * counted and its latency (ms) kept. A failed read counts as an error, not a read.
+ */
+export async function throughput({ readers, warmupMs, durationMs, read }) {
+  const latencies = []
+  let counting = false
+  let stopped = false
+  let reads = 0
+  let errors = 0
+  let firstError = null
+  const loop = async () => {
+    while (!stopped) {
+      const start = performance.now()
+      try {
+        await read()
+        if (counting) {
+          latencies.push(performance.now() - start)
+          reads++
+        }
+      } catch (error) {
+        if (counting) errors++
+        firstError ??= error
+        await sleep(1)
+      }
+    }
+  }
+  const loops = Array.from({ length: readers }, loop)
+  await sleep(warmupMs)
+  counting = true
+  const started = performance.now()
+  await sleep(durationMs)
+  counting = false
+  const seconds = (performance.now() - started) / 1000
+  stopped = true
+  await Promise.all(loops)
+  const summary = latencySummary(latencies)
+  return { readsPerSecond: reads / seconds, reads, errors, p50: summary.p50, p99: summary.p99, max: summary.max, firstError: firstError?.message ?? null }
+}
+
+/**
+ * Runs every variant `repeats` times, interleaved (A B C, B C A, …) so that a
+ * noisy neighbour hurts every variant alike, and reports medians per variant.
+ * A variant is `{ name, open }`: `open()` resolves with `{ read, close }`.
+ * Every run gets fresh pools: postgres.js 3.4.9 slows down the longer a
+ * pool stays saturated (BENCHMARKS.md, "postgres.js pools age"), so pools
+ * of different ages would not compare.
+ */
+export async function compareThroughput(variants, { repeats, readers, warmupMs, durationMs, log = () => {} }) {
+  const results = new Map(variants.map((variant) => [variant.name, []]))
+  for (let round = 0; round < repeats; round++) {
+    for (let i = 0; i < variants.length; i++) {
+      const variant = variants[(i + round) % variants.length]
+      const { read, close } = await variant.open()
+      let result
+      try {
+        // Open every connection first (one read per reader at once): connecting is not what we measure.
+        await Promise.all(Array.from({ length: readers }, read))
+        result = await throughput({ readers, warmupMs, durationMs, read })
+      } finally {
+        await close()
+      }
+      log(`  ${variant.name} run ${round + 1}/${repeats}: ${result.readsPerSecond.toFixed(0)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}`)
+      results.get(variant.name).push(result)
+    }
+  }
+  const summary = Object.fromEntries(
+    variants.map((variant) => {
+      const runs = results.get(variant.name)
+      return [variant.name, { ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors']), firstError: runs.find((r) => r.firstError)?.firstError ?? null }]
+    }),
+  )
+  // Round r of every variant ran back to back: pair them for ratios.
+  const perRound = Array.from({ length: repeats }, (_, r) => Object.fromEntries(variants.map((variant) => [variant.name, results.get(variant.name)[r]])))
+  return Object.defineProperty(summary, 'perRound', { value: perRound, enumerable: false })
+}
+
+// -----------------------------------------------------------------------------
+// mitata
+
+/**
+ * Registers benchmarks with `register(round)` and runs mitata `rounds`
+ * times with `format: 'json'`, keeping per round and benchmark name mitata's
+ * avg, p50 and p99 (ns). Several rounds with the order flipped each time
+ * resist a noisy neighbour better than one long run; compare variants with
+ * `pairedRatio`, which pairs them within a round.
+ */
+export async function mitataRounds(rounds, register, { log = () => {} } = {}) {
+  const perRound = []
+  for (let r = 0; r < rounds; r++) {
+    register(r)
+    let json = ''
+    await run({ format: 'json', print: (text) => (json += text) })
+    const { benchmarks } = JSON.parse(json)
+    const stats = {}
+    for (const trial of benchmarks) {
+      for (const one of trial.runs) {
+        if (one.error) throw new Error(`${one.name}: ${one.error.message ?? one.error}`)
+        stats[one.name] = { avg: one.stats.avg, p50: one.stats.p50, p99: one.stats.p99, samples: one.stats.samples?.length ?? one.stats.ticks }
+      }
+    }
+    log(`  round ${r + 1}/${rounds}: ${Object.entries(stats).map(([name, s]) => `${name} p50 ${formatNs(s.p50)}`).join(', ')}`)
+    perRound.push(stats)
+  }
+  const names = Object.keys(perRound[0])
+  const stats = Object.fromEntries(
+    names.map((name) => [
+      name,
+      {
+        avgNs: median(perRound.map((round) => round[name].avg)),
+        p50Ns: median(perRound.map((round) => round[name].p50)),
+        p99Ns: median(perRound.map((round) => round[name].p99)),
+        roundsP50Ns: perRound.map((round) => round[name].p50),
+      },
+    ]),
+  )
+  return { stats, perRound }
+}
+
+/** Median over rounds of candidate/baseline for one field, each pair taken from the same round. */
+export function pairedRatio(perRound, baseline, candidate, field) {
+  return median(perRound.map((round) => round[candidate][field] / round[baseline][field]))
+}
+
+export function formatNs(ns) {
+  if (!Number.isFinite(ns)) return String(ns)
+  if (ns >= 1e6) return `${(ns / 1e6).toFixed(2)} ms`
+  if (ns >= 1e3) return `${(ns / 1e3).toFixed(1)} µs`
+  return `${ns.toFixed(0)} ns`
+}
+
+// -----------------------------------------------------------------------------
+// Machine and child processes
+
+export function machine() {
+  const cpus = os.cpus()
+  return {
+    cores: cpus.length,
+    cpu: cpus[0]?.model ?? 'unknown',
+    memoryGiB: round(os.totalmem() / 2 ** 30, 1),
+    node: process.version,
+    os: `${os.type()} ${os.release()}`,
+    loadAverage: os.loadavg().map((v) => round(v, 2)),
+  }
+}
+
+/** The version of an installed npm package, read from its package.json. */
+export function packageVersion(name) {
+  try {
+    let dir = dirname(fileURLToPath(import.meta.resolve(name)))
+    while (dir !== dirname(dir)) {
+      const file = join(dir, 'package.json')
+      if (existsSync(file)) {
+        const pkg = JSON.parse(readFileSync(file, 'utf8'))
+        if (pkg.name === name) return pkg.version
+      }
+      dir = dirname(dir)
+    }
+  } catch {
+    // not installed
+  }
+  return null
+}
+
+/** Runs `node script args` and resolves with its last stdout line parsed as JSON. */
+export function runNodeJson(script, args = [], { env } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--expose-gc', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+    const stop = onCleanup(() => {
+      if (child.exitCode === null) child.kill('SIGTERM')
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (chunk) => (out += chunk))
+    child.stderr.on('data', (chunk) => (err += chunk))
+    child.on('error', reject)
+    child.on('close', (code) => {
+      stop()
+      const last = out.trim().split('\n').pop()
+      if (code !== 0) return reject(new Error(`${script} exited ${code}: ${err.trim() || out.trim()}`))
+      try {
+        resolve(JSON.parse(last))
+      } catch {
+        reject(new Error(`${script} printed no JSON: ${out.trim()} ${err.trim()}`))
+      }
+    })
+  })
+}
+
+/** The child pids of a process (from /proc), for renice and the like. */
+export function childPids(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+  } catch {
+    return []
+  }
+}
+
+// -----------------------------------------------------------------------------
+// Running one bench file on its own
+
+/** Whether the module at `url` is the program node was started with. */
+export function isMain(url) {
+  return process.argv[1] && fileURLToPath(url) === process.argv[1]
+}
+
+/**
+ * `node bench/FILE.mjs [--quick] [--cluster FILE]`: one question, on a
+ * cluster of its own (or on the descriptor FILE names, seeded if needed, for
+ * the questions that only read), JSON on stdout, progress on stderr.
+ */
+export async function standalone(measure, { cluster: needs = 'local' } = {}) {
+  const args = process.argv.slice(2)
+  const quick = args.includes('--quick')
+  const clusterFile = args.includes('--cluster') ? args[args.indexOf('--cluster') + 1] : null
+  let cluster = null
+  try {
+    if (clusterFile && needs === 'any') {
+      cluster = { descriptor: JSON.parse(readFileSync(clusterFile, 'utf8')) }
+      await seed(cluster.descriptor)
+    } else if (needs !== 'none') {
+      cluster = await startCluster()
+      await seed(cluster.descriptor)
+    }
+    const result = await measure({ cluster, quick, log: (line) => console.error(line) })
+    console.log(JSON.stringify(result, null, 2))
+  } finally {
+    await cleanupAll()
+  }
+}

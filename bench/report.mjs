@@ -1,0 +1,142 @@
+// Markdown tables from the results of the bench files: what scripts/bench.mjs
+// prints and writes next to the JSON, and what BENCHMARKS.md quotes.
+
+const pct = (ratio) => (Number.isFinite(ratio) ? `${ratio >= 0 ? '+' : ''}${(ratio * 100).toFixed(1)} %` : 'n/a')
+const x = (ratio) => (Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : 'n/a')
+const num = (value, digits = 0) => (Number.isFinite(value) ? value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a')
+const mark = (met) => (met ? 'met' : '**missed**')
+
+function table(headers, rows) {
+  const line = (cells) => `| ${cells.join(' | ')} |`
+  return [line(headers), line(headers.map(() => '---')), ...rows.map(line)].join('\n')
+}
+
+const formatters = {
+  'routing-overhead': (r) =>
+    [
+      `Same replica, pool max ${r.setup.poolMax} on both sides. Overhead = median over rounds of tag/raw − 1 (latency) or 1 − tag/raw (reads/s), each pair measured back to back.`,
+      '',
+      table(
+        ['query', 'raw p50', 'tag p50', 'raw p99', 'tag p99', 'latency overhead'],
+        r.latency.map((row) => [row.query, `${num(row.rawP50Us, 1)} µs`, `${num(row.tagP50Us, 1)} µs`, `${num(row.rawP99Us, 0)} µs`, `${num(row.tagP99Us, 0)} µs`, pct(row.overhead)]),
+      ),
+      '',
+      table(
+        [`query, ${r.setup.readers} readers`, 'raw reads/s', 'tag reads/s', 'raw p99', 'tag p99', 'throughput cost'],
+        r.throughput.map((row) => [row.query, num(row.rawReadsPerSecond), num(row.tagReadsPerSecond), `${num(row.rawP99Ms, 1)} ms`, `${num(row.tagP99Ms, 1)} ms`, pct(row.overhead)]),
+      ),
+      '',
+      `Target (under ${r.target.limit * 100} %): ${mark(r.target.met)} — worst ${pct(r.target.worst)}.`,
+    ].join('\n'),
+
+  'read-throughput': (r) =>
+    [
+      table(
+        ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'errors'],
+        r.rows.map((row) => [row.label, num(row.readsPerSecond), `${num(row.p50Ms, 1)} ms`, `${num(row.p99Ms, 1)} ms`, `${num(row.maxMs, 0)} ms`, x(row.ratioToTag), num(row.errors)]),
+      ),
+      '',
+      ...r.targets.map((t) => (t.skipped ? `- ${t.description}: skipped (${t.skipped})` : `- ${t.description}: ${x(t.ratio)} → ${mark(t.met)}`)),
+    ].join('\n'),
+
+  'causal-session': (r) =>
+    [
+      table(
+        ['', 'plain tag', 'causal session', 'session / plain'],
+        [
+          ['write p50 (insert … returning)', `${num(r.write.plainP50Us, 0)} µs`, `${num(r.write.sessionP50Us, 0)} µs`, x(r.write.ratio)],
+          ['write p99', `${num(r.write.plainP99Us, 0)} µs`, `${num(r.write.sessionP99Us, 0)} µs`, ''],
+          ['first read after the write, p50', `${num(r.firstRead.plain.p50Ms, 2)} ms`, `${num(r.firstRead.session.p50Ms, 2)} ms`, x(r.firstRead.session.p50Ms / r.firstRead.plain.p50Ms)],
+          ['first read after the write, p99', `${num(r.firstRead.plain.p99Ms, 2)} ms`, `${num(r.firstRead.session.p99Ms, 2)} ms`, ''],
+          ['… that missed the write', `${r.firstRead.plain.staleReads} of ${r.firstRead.plain.reads}`, `${r.firstRead.session.staleReads} of ${r.firstRead.session.reads}`, ''],
+          ['… served by leader / replicas', servedBy(r.firstRead.plain.byNode), servedBy(r.firstRead.session.byNode), ''],
+        ],
+      ),
+    ].join('\n'),
+
+  skew: (r) =>
+    r.scenarios
+      .map((s) =>
+        [
+          `**${s.scenario}** (${s.how})`,
+          '',
+          table(
+            ['balance', 'reads/s', 'p50', 'p99', 'max', 'replica2 share'],
+            s.rows.map((row) => [row.balance, num(row.readsPerSecond), `${num(row.p50Ms, 1)} ms`, `${num(row.p99Ms, 1)} ms`, `${num(row.maxMs, 0)} ms`, `${num(row.replica2Share * 100, 1)} %`]),
+          ),
+          '',
+          `least-busy / round-robin: reads/s ${x(s.leastBusyOverRoundRobin.readsPerSecond)}, p99 ${x(s.leastBusyOverRoundRobin.p99)}`,
+        ].join('\n'),
+      )
+      .join('\n\n'),
+
+  'classifier-cost': (r) =>
+    table(
+      ['statement', 'chars', 'classifier says', 'classifyStatement p50', 'naive regex says', 'naive regex p50'],
+      r.rows.map((row) => [row.statement, num(row.chars), `${row.kind} (${row.reason})`, `${num(row.classifyUs, 2)} µs`, row.naiveSays, `${num(row.naiveUs * 1000, 0)} ns`]),
+    ),
+
+  memory: (r) =>
+    [
+      table(
+        ['variant', 'RSS before pools', 'peak growth', 'growth kept after GC', 'JS heap kept'],
+        r.rows.map((row) => [row.variant, `${num(row.rssBeforeMiB, 1)} MiB`, `+${num(row.peakDeltaMiB, 1)} MiB`, `+${num(row.retainedDeltaMiB, 1)} MiB`, `+${num(row.heapUsedDeltaMiB, 1)} MiB`]),
+      ),
+      '',
+      `Tag − raw: peak ${num(r.tagMinusRaw.peakMiB, 1)} MiB, after GC ${num(r.tagMinusRaw.retainedMiB, 1)} MiB (${r.setup.readers} readers, ${r.setup.seconds} s, median of ${r.setup.repeats}).`,
+    ].join('\n'),
+
+  'bring-up': (r) =>
+    [
+      `Median ${num(r.medianSeconds, 2)} s (min ${num(r.minSeconds, 2)}, max ${num(r.maxSeconds, 2)}; ${r.setup.runs} runs: ${r.samplesSeconds.join(', ')} s).`,
+      '',
+      table(['phase', 'median'], Object.entries(r.phasesMedianSeconds).map(([phase, s]) => [phase, `${num(s, 2)} s`])),
+    ].join('\n'),
+
+  'replication-lag': (r) =>
+    table(
+      ['load', 'writes/s', 'reads/s', 'lag p50', 'lag p99', 'lag max', 'samples'],
+      r.rows.map((row) => [
+        row.load,
+        num(row.writesPerSecond, 1),
+        num(row.readsPerSecond),
+        `${num(row.lagBytes.p50)} B / ${num(row.lagMs.p50, 1)} ms`,
+        `${num(row.lagBytes.p99)} B / ${num(row.lagMs.p99, 1)} ms`,
+        `${num(row.lagBytes.max)} B / ${num(row.lagMs.max, 1)} ms`,
+        num(row.samples),
+      ]),
+    ),
+
+  'pool-aging': (r) =>
+    table(
+      [`${r.setup.windowSeconds} s window`, ...r.concurrentReadsPerSecond.map((_, i) => `${i + 1}`), 'last / first'],
+      [
+        ['select 1, 100 readers: reads/s', ...r.concurrentReadsPerSecond.map((v) => num(v)), x(r.lastOverFirst.concurrent)],
+        ['select 1, serial: median µs', ...r.serialMedianUs.map((v) => num(v, 1)), x(r.lastOverFirst.serial)],
+      ],
+    ),
+}
+
+function servedBy(byNode) {
+  const leader = byNode.leader ?? 0
+  const replicas = Object.entries(byNode)
+    .filter(([name]) => name !== 'leader')
+    .reduce((sum, [, n]) => sum + n, 0)
+  return `${leader} / ${replicas}`
+}
+
+/** One section per result, in order, as Markdown. */
+export function formatResults(results) {
+  return results
+    .map((result) => {
+      if (result.error) return `### ${result.title}\n\nFailed: ${result.error}`
+      const format = formatters[result.id]
+      return `### ${result.title}\n\n${format ? format(result) : '```json\n' + JSON.stringify(result, null, 2) + '\n```'}`
+    })
+    .join('\n\n')
+}
+
+/** The machine line BENCHMARKS.md and the console start with. */
+export function formatMachine(m) {
+  return `${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}, PostgreSQL ${m.postgres ?? '?'}, postgres.js ${m.postgresJs ?? '?'}, ${m.pgpool ?? 'pgpool-II not found'}; load average at start ${m.loadAverage.join(' ')}`
+}

@@ -1,0 +1,174 @@
+// Question 4: balancing under skew. Two replicas, one of them made worse,
+// 100 readers on the reader query through the tag: least-busy vs
+// round-robin, reads/s, p50, p99 and each replica's share of the reads.
+//  - CPU-starved: the client backends of replica2 are stopped and continued
+//    in a duty cycle (SIGSTOP 7 ms / SIGCONT 3 ms, bench/starve.mjs), so
+//    they get about 30 % of the time the others get.
+//  - apply-delayed: replica2 runs with recovery_min_apply_delay = 2s while
+//    a writer keeps the leader busy; the tag runs with maxLag.ms = 1000 so
+//    it retires replica2 (with the default maxLag of 10 s it would keep
+//    serving reads 2 s stale). A tag measures time lag against the leader
+//    positions it has seen since it started, so each variant waits past
+//    maxLag before it is measured.
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import postgres from 'postgres'
+import { connect, randomPage, readPage, seededRandom, writeBlog } from 'pgfollow'
+import { compareThroughput, isMain, onCleanup, pairedRatio, round, sleep, standalone } from './helpers.mjs'
+
+export const id = 'skew'
+export const title = '4. Balancing under skew: least-busy vs round-robin with one replica starved or delayed'
+const READERS = 100
+const POOL_MAX = 10
+const STARVE = { stopMs: 7, runMs: 3 }
+const APPLY_DELAY = '2s'
+const MAX_LAG_MS = 1000
+
+export async function measure({ cluster, quick, log }) {
+  const { leader, replicas } = cluster.descriptor
+  const timing = quick ? { repeats: 1, warmupMs: 1000, durationMs: 3000 } : { repeats: 3, warmupMs: 1500, durationMs: 5000 }
+  const scenarios = []
+
+  // CPU-starved replica2.
+  {
+    const shareRuns = new Map([['round-robin', []], ['least-busy', []]])
+    const variants = [...shareRuns.keys()].map((balance) => ({
+      name: balance,
+      open: async () => {
+        const sql = connect({ leader, replicas, balance, postgres: { max: POOL_MAX } })
+        await sql.refresh()
+        const random = seededRandom(31)
+        const read = () => readPage(sql, randomPage(random))
+        // Open every connection, then starve replica2's backends (they exist only now).
+        await Promise.all(Array.from({ length: READERS }, read))
+        const stopStarving = await starve(replicas[1], STARVE)
+        const before = served(sql)
+        return {
+          read,
+          close: async () => {
+            shareRuns.get(balance).push(shares(before, served(sql)))
+            await stopStarving()
+            await sql.end({ timeout: 5 })
+          },
+        }
+      },
+    }))
+    log('skew: replica2 CPU-starved')
+    const result = await compareThroughput(variants, { readers: READERS, ...timing, log })
+    scenarios.push(summarize('cpu-starved replica2', `client backends of replica2 SIGSTOP ${STARVE.stopMs} ms / SIGCONT ${STARVE.runMs} ms`, result, shareRuns))
+  }
+
+  // Apply-delayed replica2, with a writer making WAL.
+  {
+    const admin = postgres(replicas[1], { max: 1, onnotice: () => {} })
+    const writerSql = postgres(leader, { max: 1, onnotice: () => {} })
+    let writing = true
+    const writer = (async () => {
+      const random = seededRandom(37)
+      while (writing) await writeBlog(writerSql, random).catch(() => sleep(50))
+    })()
+    const undo = onCleanup(async () => {
+      await admin.unsafe('alter system reset recovery_min_apply_delay')
+      await admin`select pg_reload_conf()`
+    })
+    try {
+      await admin.unsafe(`alter system set recovery_min_apply_delay = '${APPLY_DELAY}'`)
+      await admin`select pg_reload_conf()`
+      await sleep(2500) // let the delay build up
+      const shareRuns = new Map([['round-robin', []], ['least-busy', []]])
+      const variants = [...shareRuns.keys()].map((balance) => ({
+        name: balance,
+        open: async () => {
+          const sql = connect({ leader, replicas, balance, maxLag: { ms: MAX_LAG_MS }, monitorInterval: 250, postgres: { max: POOL_MAX } })
+          // A new tag knows the leader's positions only from its own start, so
+          // it can see a time lag of at most its own age: wait past maxLag.
+          await sleep(MAX_LAG_MS + 500)
+          await sql.refresh()
+          const random = seededRandom(41)
+          const before = served(sql)
+          return {
+            read: () => readPage(sql, randomPage(random)),
+            close: async () => {
+              shareRuns.get(balance).push({ ...shares(before, served(sql)), replica2State: sql.status()[2].state, replica2LagMs: sql.status()[2].lagMs })
+              await sql.end({ timeout: 5 })
+            },
+          }
+        },
+      }))
+      log(`skew: replica2 apply-delayed by ${APPLY_DELAY}, tag maxLag.ms = ${MAX_LAG_MS}`)
+      const result = await compareThroughput(variants, { readers: READERS, ...timing, log })
+      scenarios.push(summarize('apply-delayed replica2', `recovery_min_apply_delay = ${APPLY_DELAY} on replica2, a writer on the leader, tag maxLag.ms = ${MAX_LAG_MS}`, result, shareRuns))
+    } finally {
+      writing = false
+      await writer
+      await undo()
+      await Promise.all([admin.end({ timeout: 5 }), writerSql.end({ timeout: 5 })])
+    }
+  }
+
+  return { id, title, setup: { readers: READERS, poolMaxPerReplica: POOL_MAX, ...timing }, scenarios }
+}
+
+function summarize(scenario, how, result, shareRuns) {
+  const row = (balance) => {
+    const shareList = shareRuns.get(balance)
+    return {
+      balance,
+      readsPerSecond: round(result[balance].readsPerSecond, 0),
+      p50Ms: round(result[balance].p50, 2),
+      p99Ms: round(result[balance].p99, 2),
+      maxMs: round(result[balance].max, 1),
+      replica2Share: round(shareList.reduce((sum, s) => sum + s.replica2, 0) / shareList.length, 3),
+      errors: result[balance].errors,
+      ...(shareList[0]?.replica2State ? { replica2State: shareList.map((s) => s.replica2State), replica2LagMs: shareList.map((s) => s.replica2LagMs) } : {}),
+      samples: result[balance].samples,
+    }
+  }
+  return {
+    scenario,
+    how,
+    rows: [row('round-robin'), row('least-busy')],
+    leastBusyOverRoundRobin: {
+      readsPerSecond: round(pairedRatio(result.perRound, 'round-robin', 'least-busy', 'readsPerSecond'), 3),
+      p99: round(pairedRatio(result.perRound, 'round-robin', 'least-busy', 'p99'), 3),
+    },
+  }
+}
+
+function served(sql) {
+  return Object.fromEntries(sql.status().map((node) => [node.name, node.served]))
+}
+
+function shares(before, after) {
+  const delta = Object.fromEntries(Object.keys(after).map((name) => [name, after[name] - (before[name] ?? 0)]))
+  const total = Object.values(delta).reduce((sum, n) => sum + n, 0) || 1
+  return { replica1: delta.replica1 / total, replica2: delta.replica2 / total, leader: delta.leader / total }
+}
+
+/** Starts starving the client backends of a replica; resolves with a function that stops it (and continues them). */
+async function starve(replicaUrl, { stopMs, runMs }) {
+  const admin = postgres(replicaUrl, { max: 1, onnotice: () => {}, connection: { application_name: 'pgfollow-bench-admin' } })
+  let pids
+  try {
+    pids = (await admin`select pid from pg_stat_activity where backend_type = 'client backend' and application_name = 'postgres.js'`).map((row) => row.pid)
+  } finally {
+    await admin.end({ timeout: 5 })
+  }
+  const script = fileURLToPath(new URL('./starve.mjs', import.meta.url))
+  const child = spawn(process.execPath, [script, String(stopMs), String(runMs), ...pids.map(String)], { stdio: ['pipe', 'ignore', 'inherit'] })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  return onCleanup(async () => {
+    child.kill('SIGTERM')
+    await Promise.race([exited, sleep(2000)])
+    // Whatever happened to the starver, leave no backend stopped.
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGCONT')
+      } catch {
+        // already gone
+      }
+    }
+  })
+}
+
+if (isMain(import.meta.url)) await standalone(measure, { cluster: 'any' })
