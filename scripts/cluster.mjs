@@ -157,13 +157,23 @@ async function docker(command, dir) {
         onProgress: report.step,
       })
       report.done()
-      echo(argv.json ? JSON.stringify(result, null, 2) : chalk.green('The Docker cluster is up.'))
+      // The descriptor carries passwords: print it redacted, the file has it in full.
+      const urls = [result.descriptor.leader, ...result.descriptor.replicas].map((url) => lib.pgfollow.redactUrl(url))
+      const names = ['leader', ...result.descriptor.replicas.map((_, i) => `replica${i + 1}`)]
+      if (argv.json) {
+        echo(JSON.stringify({ dir: result.dir, file: result.file, stack: result.stack, nodes: names.map((name, i) => ({ name, url: urls[i] })), pgadminUrl: result.pgadminUrl }, null, 2))
+        return 0
+      }
+      echo(chalk.green(`The Docker cluster (stack ${result.stack}) is up.`))
+      echo(table(['NODE', 'URL'], names.map((name, i) => [name, urls[i]])))
+      if (result.pgadminUrl) echo(`pgAdmin: ${result.pgadminUrl}`)
+      echo(chalk.dim(`Descriptor (with passwords, mode 0600): ${displayDir(result.file)}`))
       return 0
     }
     if (command === 'down' || command === 'destroy') {
-      await module.dockerDown({ dir })
+      await module.dockerDown({ dir, onProgress: report.step })
       report.done()
-      echo(argv.json ? JSON.stringify({ down: true }) : 'The Docker cluster is down.')
+      echo(argv.json ? JSON.stringify({ down: true }) : 'The Docker cluster is down: containers and volumes removed.')
       return 0
     }
     throw usageError(`--docker supports up, down and destroy; for status run \`npx zx scripts/lagcheck.mjs --once\`.`)
