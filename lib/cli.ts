@@ -94,6 +94,7 @@ export function formatMs(ms: number | null | undefined): string {
 
 /** ANSI colour codes removed: what the terminal shows, for measuring widths. */
 export function stripAnsi(text: string): string {
+  // deno-lint-ignore no-control-regex -- ESC starts every ANSI colour sequence
   return text.replace(/\x1b\[[0-9;]*m/g, '')
 }
 

@@ -22,7 +22,7 @@ type Random = () => number
 const between = (random: Random, low: number, high: number) => low + Math.floor(random() * (high - low + 1))
 
 /** One writer step: a blog, 1-5 posts, 0-5 comments each, in one transaction. */
-export async function writeBlog(sql: WorkloadSql, random: Random = Math.random): Promise<WrittenBlog> {
+export function writeBlog(sql: WorkloadSql, random: Random = Math.random): Promise<WrittenBlog> {
   return sql.begin(async (tx) => {
     const [blog] = await tx`insert into blogs (url) values (${`https://blog.example/${between(random, 1, 1e9)}`}) returning id`
     const postCount = between(random, 1, 5)

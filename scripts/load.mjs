@@ -238,7 +238,7 @@ function printSummary(summary, report) {
   for (const message of summary.errorSamples) out(chalk.red(`  error: ${message}`))
   if (report) out(`Report: ${displayPath(report)}`)
   if (argv.json) {
-    const { ticks, errorSamples, ...numbers } = summary
+    const { ticks: _ticks, errorSamples, ...numbers } = summary
     echo(
       JSON.stringify({
         reads: numbers.reads,

@@ -31,7 +31,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 async function eventually(check, { timeoutMs = 15_000, what = 'the condition' } = {}) {
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const value = await check().catch(() => null)
+    const value = await Promise.resolve().then(check).catch(() => null)
     if (value) return value
     if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms`)
     await sleep(100)
@@ -130,7 +130,7 @@ crash('the tag keeps reading, writes again on the new leader, and no acknowledge
   assert.equal(result.repointed, [other])
 
   // Writes resume through the same tag, without a restart.
-  await eventually(async () => app.stats.acked.length > writesBefore + 5, { what: 'writes through the tag after the failover' })
+  await eventually(() => app.stats.acked.length > writesBefore + 5, { what: 'writes through the tag after the failover' })
   await app.stop()
   assert.ok(app.stats.readsAt.some((at) => at > killedAt && at < killedAt + 1000), 'reads went on while there was no leader')
   assert.is(app.stats.readErrors.length, 0, `reads failed: ${app.stats.readErrors.map((e) => e.message).join('; ')}`)
@@ -178,7 +178,7 @@ crash('cluster.mjs up brings the old leader back as a replica of the new one', a
   const [{ in_recovery }] = await oldLeader`select pg_is_in_recovery() as in_recovery`
   assert.is(in_recovery, true)
   // The tag reads from it again once its monitor sees it as a replica.
-  await eventually(async () => sql.status().find((node) => node.url.includes(`:${old.port}/`))?.state === 'healthy', { what: 'the tag taking the old leader back' })
+  await eventually(() => sql.status().find((node) => node.url.includes(`:${old.port}/`))?.state === 'healthy', { what: 'the tag taking the old leader back' })
 
   const check = await script('lagcheck.mjs', ['--cluster', join(cluster.dir, 'cluster.json'), '--once', '--json'])
   assert.is(check.code, 0, check.stdout)

@@ -52,7 +52,9 @@ passwords('the shipped code holds no literal password (lib, scripts, infra, sql,
   const envLiteral = /\b(PGPASSWORD|POSTGRES_PASSWORD|PGADMIN_DEFAULT_PASSWORD|PGFOLLOW_PASSWORD)=(?![$"'\s]|$)/
   const sqlLiteral = /\bPASSWORD\s+(E?'|\$\$)/i
   const placeholder = /^(password|pass|\*\*\*|…|\.\.\.|<[^>]*>|\$\{.*\}|\$\w+)$/i
-  const notAPassword = (key, value) => key.toLowerCase() === 'password_encryption' || /^(\/|\$|\*\*\*)/.test(value)
+  // pgpool's pool_passwd names a file; {{password}} is a template slot filled at run time.
+  const notAPassword = (key, value) =>
+    ['password_encryption', 'pool_passwd'].includes(key.toLowerCase()) || /^(\/|\$|\*\*\*)/.test(value) || /^\{\{\w+\}\}$/.test(value)
   const suspicious = (file, line) => {
     if (file.endsWith('.sql')) return sqlLiteral.test(line) || [...line.matchAll(urlWithPassword)].some((m) => !placeholder.test(m[1]))
     return (
@@ -85,7 +87,7 @@ passwords('the shipped code holds no literal password (lib, scripts, infra, sql,
 passwords('the infra program generates its passwords and declares them secret', () => {
   const yaml = readFileSync(join(root, 'infra/Pulumi.yaml'), 'utf8')
   for (const key of ['postgresPassword', 'replicatorPassword']) {
-    const block = yaml.slice(yaml.indexOf(`  ${key}:`)).split(/\n  \S/)[0]
+    const block = yaml.slice(yaml.indexOf(`  ${key}:`)).split(/\n {2}\S/)[0]
     assert.ok(/default:\s*""/.test(block), `${key} defaults to "" (= generated), not to a password`)
   }
   const component = readFileSync(join(root, 'infra/cluster.ts'), 'utf8')

@@ -34,7 +34,9 @@ process.on('exit', () => {
   for (const pid of started) {
     try {
       process.kill(pid, 'SIGKILL')
-    } catch {}
+    } catch {
+      // already gone
+    }
   }
 })
 
@@ -289,7 +291,9 @@ async function eventually(check, what, timeoutMs = 15_000) {
   while (Date.now() < deadline) {
     try {
       if (check()) return
-    } catch {}
+    } catch {
+      // already gone
+    }
     await sleep(100)
   }
   assert.unreachable(`${what}: not within ${timeoutMs} ms`)

@@ -118,7 +118,7 @@ replicas('replicas wait for a healthy leader, and pgAdmin for every node', async
   }
 })
 
-replicas('containers with fixed names are deleted before they are replaced', async () => {
+replicas('containers with fixed names are deleted before they are replaced', () => {
   // Not visible in mock inputs; the component passes it on every container.
   const source = readFileSync(new URL('../infra/cluster.ts', import.meta.url), 'utf8')
   assert.is(source.match(/deleteBeforeReplace: true/g)?.length, 2, 'node containers and pgAdmin')

@@ -137,6 +137,7 @@ export function nodePid(dir: string, name: string): number | null {
  * Brings the cluster up: creates it when the dir is new, starts the nodes
  * that are stopped, or says it is already running and changes nothing.
  */
+// deno-lint-ignore require-await -- async so that a bad dir or state rejects instead of throwing
 export async function up(options: UpOptions = {}): Promise<UpResult> {
   const dir = resolve(options.dir ?? DEFAULT_CLUSTER_DIR)
   const progress = options.onProgress ?? (() => {})
@@ -385,7 +386,7 @@ export function writeStandbyConfig(dataDir: string, state: ClusterState, replica
   writeFileSync(join(dataDir, 'standby.signal'), '', { mode: 0o600 })
 }
 
-async function startNode(dir: string, node: NodeState, binaries: Binaries, user: ServerUser | null): Promise<number> {
+function startNode(dir: string, node: NodeState, binaries: Binaries, user: ServerUser | null): Promise<number> {
   const { dataDir, logFile } = nodePaths(dir, node.name)
   return startServer({ binaries, user, dataDir, logFile, name: node.name })
 }
