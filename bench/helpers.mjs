@@ -279,6 +279,31 @@ export async function mitataRounds(rounds, register, { log = () => {} } = {}) {
   return { stats, perRound }
 }
 
+/**
+ * Serial latency by strict alternation: call i runs every variant once, in
+ * reversed order on odd i, so all variants see the same neighbours within
+ * microseconds of each other. On a shared machine this is the steadier
+ * estimate of a ratio; mitata's rounds measure each variant for ~0.7 s in
+ * turn. Returns p50/p99 (µs) per variant name.
+ */
+export async function alternate(variants, { calls }) {
+  const latencies = variants.map(() => new Float64Array(calls))
+  for (let i = 0; i < calls; i++) {
+    for (let j = 0; j < variants.length; j++) {
+      const k = i % 2 ? variants.length - 1 - j : j
+      const started = performance.now()
+      await variants[k].call()
+      latencies[k][i] = (performance.now() - started) * 1000
+    }
+  }
+  return Object.fromEntries(
+    variants.map((variant, k) => {
+      const sorted = latencies[k].sort()
+      return [variant.name, { p50Us: percentile(sorted, 50), p99Us: percentile(sorted, 99), calls }]
+    }),
+  )
+}
+
 /** Median over rounds of candidate/baseline for one field, each pair taken from the same round. */
 export function pairedRatio(perRound, baseline, candidate, field) {
   return median(perRound.map((round) => round[candidate][field] / round[baseline][field]))

@@ -69,7 +69,7 @@ export async function measure({ cluster, quick, log }) {
     }
   }
 
-  const timing = quick ? { repeats: 1, warmupMs: 1000, durationMs: 3000 } : { repeats: 3, warmupMs: 1500, durationMs: 5000 }
+  const timing = quick ? { repeats: 1, warmupMs: 1000, durationMs: 3000 } : { repeats: 5, warmupMs: 1000, durationMs: 4000 }
   let result
   try {
     result = await compareThroughput(variants, { readers: READERS, ...timing, log })
