@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { stripVTControlCharacters } from 'node:util'
 import { argv, chalk, echo, spinner } from 'zx'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/cluster.mjs <command> [flags]
 
@@ -33,11 +34,7 @@ Environment
 const FLAGS = new Set(['_', '--', 'dir', 'ports', 'replicas', 'migrate', 'synchronous', 'json', 'docker', 'help', 'h'])
 
 const lib = await loadLibrary()
-try {
-  process.exitCode = await main()
-} catch (error) {
-  fail(error)
-}
+await runMain(main, lib.pgfollow)
 
 async function main() {
   const unknown = Object.keys(argv).filter((key) => !FLAGS.has(key))
@@ -272,23 +269,4 @@ function usageError(message) {
   return new lib.pgfollow.ConfigError(`${message} Run with --help for usage.`)
 }
 
-/** pgfollow's own errors are expected and say what to do: message only. Anything else is a bug: stack. */
-function fail(error) {
-  if (lib && error instanceof lib.pgfollow.PgfollowError) console.error(chalk.red(error.message))
-  else console.error(chalk.red(error?.stack ?? String(error)))
-  process.exitCode = 1
-}
 
-/** The compiled library; a missing build is the one error we can name before it loads. */
-async function loadLibrary() {
-  try {
-    const [cluster, pgfollow] = await Promise.all([import('pgfollow/cluster'), import('pgfollow')])
-    return { cluster, pgfollow }
-  } catch (error) {
-    if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
-      console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
-      process.exit(1)
-    }
-    throw error
-  }
-}

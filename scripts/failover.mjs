@@ -8,6 +8,7 @@
 import { existsSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { chalk, echo, parseArgv } from 'zx'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/failover.mjs [flags]
 
@@ -36,13 +37,7 @@ const lib = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
 const argv = parseArgv(lib.pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
-try {
-  process.exitCode = await main()
-} catch (error) {
-  if (error instanceof lib.pgfollow.PgfollowError) console.error(chalk.red(error.message))
-  else console.error(chalk.red(error?.stack ?? String(error)))
-  process.exitCode = 1
-}
+await runMain(main, lib.pgfollow)
 
 async function main() {
   if (argv.help || argv.h) {
@@ -124,16 +119,3 @@ function displayPath(path) {
   return shown === '' ? '.' : shown.startsWith('..') ? path : shown
 }
 
-/** The compiled library; a missing build is the one error we can name before it loads. */
-async function loadLibrary() {
-  try {
-    const [cluster, pgfollow] = await Promise.all([import('pgfollow/cluster'), import('pgfollow')])
-    return { cluster, pgfollow }
-  } catch (error) {
-    if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
-      console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
-      process.exit(1)
-    }
-    throw error
-  }
-}

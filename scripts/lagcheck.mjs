@@ -6,6 +6,7 @@
 // lib/lag.ts does the asking (the leader's view plus every node of the
 // descriptor); this file parses flags, paints tables and picks the exit code.
 import { chalk, echo, parseArgv } from 'zx'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/lagcheck.mjs [flags]
 
@@ -33,17 +34,11 @@ const BOOLEAN_FLAGS = ['once', 'json', 'watch', 'help', 'h']
 const EXIT_UNKNOWN = 3
 const SPARK_WIDTH = 30
 
-const pgfollow = await loadLibrary()
+const { pgfollow } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
 const argv = parseArgv(pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
-try {
-  process.exitCode = await main()
-} catch (error) {
-  if (error instanceof pgfollow.PgfollowError) console.error(chalk.red(error.message))
-  else console.error(chalk.red(error?.stack ?? String(error)))
-  process.exitCode = EXIT_UNKNOWN
-}
+await runMain(main, pgfollow, EXIT_UNKNOWN)
 
 async function main() {
   if (argv.help || argv.h) {
@@ -170,15 +165,3 @@ function paint(state) {
   return chalk.yellow(state)
 }
 
-/** The compiled library; a missing build is the one error we can name before it loads. */
-async function loadLibrary() {
-  try {
-    return await import('pgfollow')
-  } catch (error) {
-    if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
-      console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
-      process.exit(EXIT_UNKNOWN)
-    }
-    throw error
-  }
-}

@@ -9,6 +9,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, extname, relative, resolve } from 'node:path'
 import { chalk, echo, parseArgv } from 'zx'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/load.mjs [flags]
 
@@ -38,7 +39,7 @@ const STRING_FLAGS = ['cluster', 'writers', 'readers', 'duration', 'consistency'
 const BOOLEAN_FLAGS = ['json', 'help', 'h']
 const BALANCES = ['round-robin', 'random', 'least-busy']
 
-const pgfollow = await loadLibrary()
+const { pgfollow } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
 const argv = parseArgv(pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
@@ -56,13 +57,7 @@ process.on('uncaughtException', (error) => {
   console.error(chalk.red(error?.stack ?? String(error)))
   process.exit(1)
 })
-try {
-  process.exitCode = await main()
-} catch (error) {
-  if (error instanceof pgfollow.PgfollowError) console.error(chalk.red(error.message))
-  else console.error(chalk.red(error?.stack ?? String(error)))
-  process.exitCode = 1
-}
+await runMain(main, pgfollow)
 
 async function main() {
   if (argv.help || argv.h) {
@@ -262,15 +257,3 @@ function displayPath(path) {
   return shown.startsWith('..') ? path : shown
 }
 
-/** The compiled library; a missing build is the one error we can name before it loads. */
-async function loadLibrary() {
-  try {
-    return await import('pgfollow')
-  } catch (error) {
-    if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
-      console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
-      process.exit(1)
-    }
-    throw error
-  }
-}

@@ -5,6 +5,7 @@
 // else .pgfollow/cluster.json. lib/migrate.ts does the work: leader only,
 // ledger with checksums, advisory lock, and it returns once replicas replayed.
 import { argv, chalk, echo } from 'zx'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/migrate.mjs [--cluster FILE] [--directory DIR] [--json]
 
@@ -14,22 +15,8 @@ const USAGE = `Usage: npx zx scripts/migrate.mjs [--cluster FILE] [--directory D
 
 const FLAGS = new Set(['_', '--', 'cluster', 'directory', 'json', 'help', 'h'])
 
-let pgfollow
-try {
-  pgfollow = await import('pgfollow')
-} catch (error) {
-  if (error?.code !== 'ERR_MODULE_NOT_FOUND' || !/dist/.test(error.message)) throw error
-  console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
-  process.exit(1)
-}
-
-try {
-  process.exitCode = await main()
-} catch (error) {
-  if (error instanceof pgfollow.PgfollowError) console.error(chalk.red(error.message))
-  else console.error(chalk.red(error?.stack ?? String(error)))
-  process.exitCode = 1
-}
+const { pgfollow } = await loadLibrary()
+await runMain(main, pgfollow)
 
 async function main() {
   if (argv.help || argv.h) {

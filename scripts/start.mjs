@@ -8,6 +8,7 @@
 // hand; this file only sequences them. The cluster stays up afterwards.
 import { join, relative, resolve } from 'node:path'
 import { $, chalk, echo, parseArgv } from 'zx'
+import { loadLibrary } from './script-runner.mjs'
 
 const USAGE = `Usage: npm start [-- [--dir D] [--ports L,R1,R2] [load.mjs flags]]
 
@@ -85,13 +86,8 @@ function displayPath(path) {
 
 /** This script's arguments, however it was started (`node` or `npx zx`); npm start builds pgfollow first. */
 async function scriptArgs() {
-  try {
-    return (await import('pgfollow')).scriptArgs(import.meta.url)
-  } catch (error) {
-    if (error?.code !== 'ERR_MODULE_NOT_FOUND' || !/dist/.test(error.message)) throw error
-    console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm start` does it).'))
-    process.exit(1)
-  }
+  const { pgfollow } = await loadLibrary()
+  return pgfollow.scriptArgs(import.meta.url)
 }
 
 /** The arguments for load.mjs: everything but --dir, --ports and their values. */
