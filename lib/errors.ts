@@ -60,3 +60,14 @@ export function redactUrl(url: string): string {
     return url.replace(/(\/\/[^:/@]*:)[^@]*@/, '$1***@')
   }
 }
+
+/** An error's message with the password of `url` removed (drivers quote URLs in their errors). */
+export function redactMessage(error: unknown, url: string): string {
+  const message = error instanceof Error ? error.message : String(error)
+  try {
+    const password = decodeURIComponent(new URL(url).password)
+    return password ? message.split(password).join('***') : message
+  } catch {
+    return message
+  }
+}

@@ -14,7 +14,7 @@
  */
 import postgres from 'postgres'
 import type { ClusterDescriptor } from './config.ts'
-import { redactUrl } from './errors.ts'
+import { redactMessage, redactUrl } from './errors.ts'
 import { withTimeout } from './health.ts'
 import { sqlText } from './sqlfiles.ts'
 
@@ -129,7 +129,7 @@ export class LagProbe {
       try {
         slots = [...(await withTimeout(this.#clients[leaderAnswer.index].unsafe(sqlText('queries/replication-state.sql')), this.#timeoutMs, 'the leader'))]
       } catch (error) {
-        leaderError = describe(error, leaderAnswer.url)
+        leaderError = redactMessage(error, leaderAnswer.url)
       }
     }
     const claimed = new Set<SlotRow>()
@@ -172,7 +172,7 @@ export class LagProbe {
       this.#known.set(url, identity)
       return { index, url, position, identity, error: null }
     } catch (error) {
-      return { index, url, position: null, identity: null, error: describe(error, url) }
+      return { index, url, position: null, identity: null, error: redactMessage(error, url) }
     }
   }
 
@@ -291,13 +291,3 @@ function firstError(answer: NodeAnswer | undefined): string | null {
   return answer?.error ?? null
 }
 
-/** An error's message without the node's password (a URL may be quoted in it). */
-function describe(error: unknown, url: string): string {
-  const message = error instanceof Error ? error.message : String(error)
-  try {
-    const password = decodeURIComponent(new URL(url).password)
-    return password ? message.split(password).join('***') : message
-  } catch {
-    return message
-  }
-}

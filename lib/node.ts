@@ -4,7 +4,7 @@
  * not queue behind a busy pool), and what we know of its health.
  */
 import postgres from 'postgres'
-import { redactUrl } from './errors.ts'
+import { redactMessage, redactUrl } from './errors.ts'
 import { authenticationFailure } from './failures.ts'
 import type { NormalizedOptions } from './options.ts'
 
@@ -121,16 +121,5 @@ export class ClusterNode {
 
   async end(timeoutSeconds: number): Promise<void> {
     await Promise.all([this.pool.end({ timeout: timeoutSeconds }), this.monitor.end({ timeout: timeoutSeconds })])
-  }
-}
-
-/** An error's message with the node's password removed, for status and events. */
-export function redactMessage(error: unknown, url: string): string {
-  const message = error instanceof Error ? error.message : String(error)
-  try {
-    const password = decodeURIComponent(new URL(url).password)
-    return password ? message.split(password).join('***') : message
-  } catch {
-    return message
   }
 }
