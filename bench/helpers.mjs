@@ -191,13 +191,17 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
   await sleep(warmupMs)
   counting = true
   const started = performance.now()
+  const cpuStarted = process.cpuUsage()
   await sleep(durationMs)
   counting = false
+  const cpu = process.cpuUsage(cpuStarted)
   const seconds = (performance.now() - started) / 1000
   stopped = true
   await Promise.all(loops)
   const summary = latencySummary(latencies)
-  return { readsPerSecond: reads / seconds, reads, errors, p50: summary.p50, p99: summary.p99, max: summary.max, firstError: firstError?.message ?? null }
+  // Client CPU per read (this process only: user + system µs): what the client side costs, whatever the neighbours do.
+  const cpuUsPerRead = (cpu.user + cpu.system) / Math.max(1, reads)
+  return { readsPerSecond: reads / seconds, reads, errors, p50: summary.p50, p99: summary.p99, max: summary.max, cpuUsPerRead, firstError: firstError?.message ?? null }
 }
 
 /**
@@ -222,14 +226,14 @@ export async function compareThroughput(variants, { repeats, readers, warmupMs, 
       } finally {
         await close()
       }
-      log(`  ${variant.name} run ${round + 1}/${repeats}: ${result.readsPerSecond.toFixed(0)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}`)
+      log(`  ${variant.name} run ${round + 1}/${repeats}: ${result.readsPerSecond.toFixed(0)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, client CPU ${result.cpuUsPerRead.toFixed(1)} µs/read${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}`)
       results.get(variant.name).push(result)
     }
   }
   const summary = Object.fromEntries(
     variants.map((variant) => {
       const runs = results.get(variant.name)
-      return [variant.name, { ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors']), firstError: runs.find((r) => r.firstError)?.firstError ?? null }]
+      return [variant.name, { ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors', 'cpuUsPerRead']), firstError: runs.find((r) => r.firstError)?.firstError ?? null }]
     }),
   )
   // Round r of every variant ran back to back: pair them for ratios.

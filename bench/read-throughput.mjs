@@ -84,6 +84,7 @@ export async function measure({ cluster, quick, log }) {
     p50Ms: round(result[variant.name].p50, 2),
     p99Ms: round(result[variant.name].p99, 2),
     maxMs: round(result[variant.name].max, 1),
+    clientCpuUsPerRead: round(result[variant.name].cpuUsPerRead, 1),
     errors: result[variant.name].errors,
     firstError: result[variant.name].firstError,
     ratioToTag: round(pairedRatio(result.perRound, 'tag', variant.name, 'readsPerSecond'), 3),

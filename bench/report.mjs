@@ -31,8 +31,17 @@ const formatters = {
       ),
       '',
       table(
-        [`query, ${r.setup.readers} readers`, 'raw reads/s', 'tag reads/s', 'raw p99', 'tag p99', 'throughput cost'],
-        r.throughput.map((row) => [row.query, num(row.rawReadsPerSecond), num(row.tagReadsPerSecond), `${num(row.rawP99Ms, 1)} ms`, `${num(row.tagP99Ms, 1)} ms`, pct(row.overhead)]),
+        [`query, ${r.setup.readers} readers`, 'raw reads/s', 'tag reads/s', 'raw p99', 'tag p99', 'throughput cost', 'client CPU per read, raw / tag', 'CPU ratio'],
+        r.throughput.map((row) => [
+          row.query,
+          num(row.rawReadsPerSecond),
+          num(row.tagReadsPerSecond),
+          `${num(row.rawP99Ms, 1)} ms`,
+          `${num(row.tagP99Ms, 1)} ms`,
+          pct(row.overhead),
+          `${num(row.rawCpuUsPerRead, 1)} / ${num(row.tagCpuUsPerRead, 1)} µs`,
+          x(row.cpuRatio),
+        ]),
       ),
       '',
       `Target (under ${r.target.limit * 100} %): ${mark(r.target.met)} — worst ${pct(r.target.worst)}.`,
@@ -41,8 +50,8 @@ const formatters = {
   'read-throughput': (r) =>
     [
       table(
-        ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'errors'],
-        r.rows.map((row) => [row.label, num(row.readsPerSecond), `${num(row.p50Ms, 1)} ms`, `${num(row.p99Ms, 1)} ms`, `${num(row.maxMs, 0)} ms`, x(row.ratioToTag), num(row.errors)]),
+        ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'client CPU per read', 'errors'],
+        r.rows.map((row) => [row.label, num(row.readsPerSecond), `${num(row.p50Ms, 1)} ms`, `${num(row.p99Ms, 1)} ms`, `${num(row.maxMs, 0)} ms`, x(row.ratioToTag), `${num(row.clientCpuUsPerRead, 1)} µs`, num(row.errors)]),
       ),
       '',
       ...r.targets.map((t) => (t.skipped ? `- ${t.description}: skipped (${t.skipped})` : `- ${t.description}: ${x(t.ratio)} → ${mark(t.met)}`)),

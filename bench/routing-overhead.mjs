@@ -123,6 +123,9 @@ export async function measure({ cluster, quick, log }) {
       tagP50Ms: round(result.tag.p50, 2),
       rawP99Ms: round(result.raw.p99, 2),
       tagP99Ms: round(result.tag.p99, 2),
+      rawCpuUsPerRead: round(result.raw.cpuUsPerRead, 1),
+      tagCpuUsPerRead: round(result.tag.cpuUsPerRead, 1),
+      cpuRatio: round(pairedRatio(result.perRound, 'raw', 'tag', 'cpuUsPerRead'), 3),
       samples: { raw: result.raw.samples.readsPerSecond, tag: result.tag.samples.readsPerSecond },
       errors: result.raw.errors + result.tag.errors,
     })
