@@ -100,4 +100,4 @@ function served(sql) {
   return Object.fromEntries(sql.status().map((node) => [node.role === 'leader' ? 'leader' : node.name, node.served]))
 }
 
-if (isMain(import.meta.url)) await standalone(measure, { cluster: 'any' })
+if (isMain(import.meta.url)) await standalone(measure)

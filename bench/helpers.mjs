@@ -410,6 +410,7 @@ export async function standalone(measure, { cluster: needs = 'local' } = {}) {
       cluster = { descriptor: JSON.parse(readFileSync(clusterFile, 'utf8')) }
       await seed(cluster.descriptor)
     } else if (needs !== 'none') {
+      if (clusterFile) console.error(`${clusterFile} is not used: this question writes to or bends a replica, so it starts a cluster of its own.`)
       cluster = await startCluster()
       await seed(cluster.descriptor)
     }

@@ -61,4 +61,4 @@ export async function measure({ cluster, quick, log }) {
   return { id, title, setup: { durationSeconds: durationMs / 1000, sampleEveryMs: SAMPLE_MS, source: 'leader pg_stat_replication replay lag (bytes against pg_current_wal_lsn, ms from replay_lag; 0 when caught up)' }, rows }
 }
 
-if (isMain(import.meta.url)) await standalone(measure, { cluster: 'any' })
+if (isMain(import.meta.url)) await standalone(measure)

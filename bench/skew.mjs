@@ -171,4 +171,4 @@ async function starve(replicaUrl, { stopMs, runMs }) {
   })
 }
 
-if (isMain(import.meta.url)) await standalone(measure, { cluster: 'any' })
+if (isMain(import.meta.url)) await standalone(measure)
