@@ -20,7 +20,7 @@ round-robin pools and pgpool-II on a local cluster it starts and removes.
 See BENCHMARKS.md for what each question measures and the last results.
 
 Flags
-  --quick        one short round of everything (about 2 minutes instead of 8)
+  --quick        one short round of everything (about 2 minutes instead of 9)
   --only IDS     comma-separated question ids: ${'{ids}'}
   --out FILE     results JSON (default bench/results/latest.json; tables go to .md beside it)
   --help`
