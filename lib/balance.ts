@@ -25,8 +25,10 @@ export function createPicker(balance: Balance): Picker {
  */
 function createRoundRobin(): Picker {
   const current = new WeakMap<Candidate, number>()
+  let turn = 0
   return (candidates) => {
     if (candidates.length === 1) return candidates[0]
+    if (equalWeights(candidates)) return candidates[turn++ % candidates.length]
     let total = 0
     let best = candidates[0]
     let bestScore = -Infinity
@@ -42,6 +44,11 @@ function createRoundRobin(): Picker {
     current.set(best, bestScore - total)
     return best
   }
+}
+
+function equalWeights(candidates: Candidate[]): boolean {
+  for (let i = 1; i < candidates.length; i++) if (candidates[i].weight !== candidates[0].weight) return false
+  return true
 }
 
 function pickRandom<T extends Candidate>(candidates: T[]): T {

@@ -49,10 +49,10 @@ export class Monitor {
   start(): void {
     const interval = this.#cluster.options.monitorInterval
     this.#timer = setInterval(() => void this.tick(), interval)
-    unref(this.#timer)
+    unrefTimer(this.#timer)
     // A first look right away, so lag and roles are known within one round trip.
     const first = setTimeout(() => void this.tick(), 0)
-    unref(first)
+    unrefTimer(first)
   }
 
   stop(): void {
@@ -140,7 +140,7 @@ export class Monitor {
 }
 
 /** Deno's timers are numbers; Node's are objects with unref. */
-function unref(timer: unknown): void {
+export function unrefTimer(timer: unknown): void {
   const maybe = timer as { unref?: () => void }
   if (typeof maybe?.unref === 'function') maybe.unref()
   else if (typeof (globalThis as any).Deno?.unrefTimer === 'function') (globalThis as any).Deno.unrefTimer(timer)

@@ -17,7 +17,7 @@ import {
   readOnlyRefusal,
   retryableRead,
 } from './failures.ts'
-import { Monitor, withTimeout } from './health.ts'
+import { Monitor, unrefTimer, withTimeout } from './health.ts'
 import { maxLsn, parseLsn } from './lsn.ts'
 import { ClusterNode, type NodeState, type PgQuery } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
@@ -35,7 +35,8 @@ interface Job {
   settle: { resolve: (value: unknown) => void; reject: (error: unknown) => void }
   ctx: RouteContext
   kind: StatementKind
-  tried: Set<ClusterNode>
+  /** Nodes this statement ran on and failed (a few at most: an array beats a Set per statement). */
+  tried: ClusterNode[]
   leaderRetried: boolean
 }
 
@@ -64,6 +65,17 @@ const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
 /** A position no replica reaches: the session reads from the leader until it learns a real one. */
 const UNREACHABLE_POSITION = (1n << 64n) - 1n
 const MAX_CACHED_TEXTS = 5_000
+const NOTHING_TRIED: readonly ClusterNode[] = []
+
+/** A statement in a pool, for the sweeper: when it started, and how to give up on it. */
+interface PendingStatement {
+  attempt: PgQuery
+  node: ClusterNode
+  startedAt: number
+  /** A replica read, bounded by readTimeout once sent. */
+  replicaRead: boolean
+  giveUp: (error: Error) => void
+}
 
 export class Router extends EventEmitter {
   readonly options: NormalizedOptions
@@ -79,6 +91,11 @@ export class Router extends EventEmitter {
   readonly #leaderOnlyTexts = new Set<string>()
   #discovery: Promise<ClusterNode | null> | null = null
   #ended = false
+  /** Reused by #pickReplica: picking allocates nothing per statement. */
+  readonly #candidates: ClusterNode[] = []
+  /** Statements handed to a pool and not yet answered, watched by one sweeper instead of timers each. */
+  readonly #pending = new Set<PendingStatement>()
+  readonly #sweeper: ReturnType<typeof setInterval>
 
   constructor(options: NormalizedOptions) {
     super()
@@ -92,6 +109,9 @@ export class Router extends EventEmitter {
     this.#pick = createPicker(options.balance)
     this.#monitor = new Monitor(this)
     this.#monitor.start()
+    const bounds = [options.connectTimeout, options.readTimeout].filter((ms) => ms > 0)
+    this.#sweeper = setInterval(() => this.#sweep(), Math.max(5, Math.min(...bounds) / 10))
+    unrefTimer(this.#sweeper)
   }
 
   /** The pool new statements are created with (any pool would do; they are routed on execution). */
@@ -109,16 +129,30 @@ export class Router extends EventEmitter {
       settle: { resolve: query.resolve, reject: query.reject },
       ctx,
       kind: ctx.intent === 'leader' ? 'write' : ctx.intent === 'replica' ? 'read' : this.kindOf(query),
-      tried: new Set(),
+      tried: [],
       leaderRetried: false,
     }
-    const run = job.kind === 'write' ? this.#runOnLeader(job, query) : this.#runRead(job, query)
-    run.catch((error) => job.settle.reject(error))
+    this.#run(job, query)
+  }
+
+  /**
+   * Sends one attempt on its way. Plain statements are routed synchronously
+   * (no promise per statement on the hot path); only a session read, which
+   * may wait for a replica to catch up, goes through async code.
+   */
+  #run(job: Job, attempt: PgQuery): void {
+    try {
+      if (job.kind === 'write') this.#dispatch(job, attempt, this.requireLeader())
+      else if (job.ctx.session) this.#runSessionRead(job, attempt).catch((error) => job.settle.reject(error))
+      else this.#dispatch(job, attempt, this.#readNode(job, this.#pickReplica(null, job.tried)))
+    } catch (error) {
+      job.settle.reject(error)
+    }
   }
 
   /** read or write, cached per call site (template strings) or per text. */
   kindOf(query: PgQuery): StatementKind {
-    const bySite = query.tagged && !query.args.some((arg) => this.#isFragment(arg))
+    const bySite = query.tagged && !this.#hasFragment(query.args)
     const cached = bySite ? this.#kindByStrings.get(query.strings) : undefined
     if (cached) return cached
     const text = this.statementText(query)
@@ -146,6 +180,11 @@ export class Router extends EventEmitter {
     return '$1'
   }
 
+  #hasFragment(args: unknown[]): boolean {
+    for (const arg of args) if (this.#isFragment(arg)) return true
+    return false
+  }
+
   #isFragment(arg: unknown): boolean {
     return arg instanceof this.Query || (Array.isArray(arg) && arg[0] instanceof this.Query)
   }
@@ -158,34 +197,29 @@ export class Router extends EventEmitter {
     if (query.tagged) this.#kindByStrings.set(query.strings, 'write')
   }
 
-  async #runRead(job: Job, attempt: PgQuery): Promise<void> {
-    const position = job.ctx.session ? await job.ctx.session.settled() : null
+  async #runSessionRead(job: Job, attempt: PgQuery): Promise<void> {
+    const position = await job.ctx.session!.settled()
     let node = this.#pickReplica(position, job.tried)
-    if (!node && position !== null && this.readCandidates(job.tried).length > 0) {
-      node = await this.#waitForReplica(position, job.tried)
-    }
-    if (!node) {
-      const refused = this.nodes.filter((candidate) => candidate.loginRefused)
-      if (refused.length > 0 && refused.length === this.nodes.filter((candidate) => candidate.failures > 0).length && !this.leaderUsable) {
-        throw this.#loginRefused(refused)
-      }
-      const anyReplica = this.readCandidates(new Set()).length > 0
-      if (!this.options.fallback && !anyReplica) {
-        throw new NoReplicaError(
-          'No healthy replica can serve this read and fallback is off. Check `sql.status()` for why the replicas are out, or connect with `fallback: true` to read from the leader meanwhile.',
-        )
-      }
-      if (!this.leaderUsable || job.tried.has(this.leader)) {
-        throw new LeaderUnavailableError('No node can serve this read: every replica is out and the leader does not answer. Check `sql.status()`.')
-      }
-      node = this.leader
-    }
-    this.#dispatch(job, attempt, node)
+    if (!node && position !== null && this.#hasCandidate(job.tried)) node = await this.#waitForReplica(position, job.tried)
+    this.#dispatch(job, attempt, this.#readNode(job, node))
   }
 
-  /** Writes go to the leader; without one they fail fast (as a rejection, like every routing outcome). */
-  #runOnLeader(job: Job, attempt: PgQuery): Promise<void> {
-    return new Promise((resolve) => resolve(this.#dispatch(job, attempt, this.requireLeader())))
+  /** The picked replica, else the leader when that is allowed, else an error that says why. */
+  #readNode(job: Job, picked: ClusterNode | null): ClusterNode {
+    if (picked) return picked
+    const refused = this.nodes.filter((candidate) => candidate.loginRefused)
+    if (refused.length > 0 && refused.length === this.nodes.filter((candidate) => candidate.failures > 0).length && !this.leaderUsable) {
+      throw this.#loginRefused(refused)
+    }
+    if (!this.options.fallback && !this.#hasCandidate(NOTHING_TRIED)) {
+      throw new NoReplicaError(
+        'No healthy replica can serve this read and fallback is off. Check `sql.status()` for why the replicas are out, or connect with `fallback: true` to read from the leader meanwhile.',
+      )
+    }
+    if (!this.leaderUsable || job.tried.includes(this.leader)) {
+      throw new LeaderUnavailableError('No node can serve this read: every replica is out and the leader does not answer. Check `sql.status()`.')
+    }
+    return this.leader
   }
 
   get leaderUsable(): boolean {
@@ -204,18 +238,29 @@ export class Router extends EventEmitter {
   }
 
   /** Healthy replicas not yet tried for this statement. */
-  readCandidates(tried: Set<ClusterNode>): ClusterNode[] {
-    return this.nodes.filter((node) => node !== this.leader && node.inRecovery !== false && node.available && !tried.has(node))
+  readCandidates(tried: readonly ClusterNode[]): ClusterNode[] {
+    return this.nodes.filter((node) => this.#isCandidate(node, tried))
   }
 
-  #pickReplica(position: bigint | null, tried: Set<ClusterNode>): ClusterNode | null {
-    let candidates = this.readCandidates(tried)
-    if (position !== null) candidates = candidates.filter((node) => node.replayLsn !== null && node.replayLsn >= position)
+  #isCandidate(node: ClusterNode, tried: readonly ClusterNode[]): boolean {
+    return node !== this.leader && node.inRecovery !== false && node.available && !tried.includes(node)
+  }
+
+  #hasCandidate(tried: readonly ClusterNode[]): boolean {
+    return this.nodes.some((node) => this.#isCandidate(node, tried))
+  }
+
+  #pickReplica(position: bigint | null, tried: readonly ClusterNode[]): ClusterNode | null {
+    const candidates = this.#candidates
+    candidates.length = 0
+    for (const node of this.nodes) {
+      if (this.#isCandidate(node, tried) && (position === null || (node.replayLsn !== null && node.replayLsn >= position))) candidates.push(node)
+    }
     return candidates.length > 0 ? this.#pick(candidates) : null
   }
 
   /** A causal read waits up to sessionWait for a replica to replay its position. */
-  async #waitForReplica(position: bigint, tried: Set<ClusterNode>): Promise<ClusterNode | null> {
+  async #waitForReplica(position: bigint, tried: readonly ClusterNode[]): Promise<ClusterNode | null> {
     const deadline = Date.now() + this.options.sessionWait
     for (;;) {
       const candidates = this.readCandidates(tried)
@@ -247,7 +292,7 @@ export class Router extends EventEmitter {
    * session's position, or retry elsewhere before the caller sees an error.
    */
   #dispatch(job: Job, attempt: PgQuery, node: ClusterNode): void {
-    job.tried.add(node)
+    job.tried.push(node)
     attempt.canceller = node.canceller
     if (attempt.cursorFn || attempt.forEachFn) {
       // Streams deliver rows as they come: a retry could repeat them, so they run once, as they are.
@@ -257,12 +302,18 @@ export class Router extends EventEmitter {
     }
     node.inFlight++
     let done = false
-    const timers: ReturnType<typeof setTimeout>[] = []
     const position = job.ctx.session ? this.#pipelinePosition(attempt, node) : null
+    const pending: PendingStatement = {
+      attempt,
+      node,
+      startedAt: Date.now(),
+      replicaRead: job.kind === 'read' && node !== this.leader,
+      giveUp: (error) => attempt.reject(error),
+    }
     const finish = () => {
       done = true
       node.inFlight--
-      timers.forEach(clearTimeout)
+      this.#pending.delete(pending)
     }
     attempt.resolve = (result) => {
       if (done) return
@@ -279,30 +330,40 @@ export class Router extends EventEmitter {
       if (!nodeUnreachable(error)) node.lastAnsweredAt = Date.now()
       this.#onError(job, node, error).catch((failure) => job.settle.reject(failure))
     }
-    if (job.kind === 'read' && node !== this.leader && this.options.readTimeout > 0) {
-      timers.push(setTimeout(() => attempt.reject(timeoutError(`${node.name} did not answer a read within ${this.options.readTimeout} ms`, 'PGFOLLOW_READ_TIMEOUT')), this.options.readTimeout))
-    }
+    this.#pending.add(pending)
     node.handler(attempt)
-    if (!attempt.state && !done) timers.push(this.#watchConnect(attempt, node))
   }
 
   /**
-   * postgres.js's connect_timeout bounds each connection attempt, not each
-   * caller: statements queued behind a host that accepts but never answers
-   * wait for one attempt after another. A statement still not sent after
-   * connectTimeout, on a node that answered nothing meanwhile, is taken back
-   * (cancelled before it was sent, so it never runs) and fails as a connect
-   * timeout, which the router retries elsewhere. A node that answered
-   * anything meanwhile (a statement, the monitor's check) is busy, not
+   * Gives up on statements that waited too long, checked a few times per
+   * timeout by one interval rather than two timers per statement.
+   *
+   * Not yet sent after connectTimeout, on a node that answered nothing
+   * meanwhile: postgres.js's connect_timeout bounds each connection attempt,
+   * not each caller, so statements queued behind a host that accepts but
+   * never answers would wait attempt after attempt. Such a statement is
+   * taken back (cancelled before it was sent, so it never runs) and fails as
+   * a connect timeout, which the router retries elsewhere. A node that
+   * answered anything meanwhile (a statement, the monitor) is busy, not
    * stalled, and its queue is left alone.
+   *
+   * A replica read unanswered after readTimeout, sent or not, is abandoned
+   * and retried elsewhere (an unsent one is cancelled); a late answer is ignored.
    */
-  #watchConnect(attempt: PgQuery, node: ClusterNode): ReturnType<typeof setTimeout> {
-    const queuedAt = Date.now()
-    return setTimeout(() => {
-      if (attempt.state || node.lastAnsweredAt >= queuedAt) return
-      attempt.reject(timeoutError(`${node.name} did not accept a connection within ${this.options.connectTimeout} ms`, 'CONNECT_TIMEOUT'))
-      attempt.cancel()
-    }, this.options.connectTimeout)
+  #sweep(): void {
+    const now = Date.now()
+    const { connectTimeout, readTimeout } = this.options
+    for (const pending of this.#pending) {
+      const waited = now - pending.startedAt
+      const { attempt, node } = pending
+      if (pending.replicaRead && readTimeout > 0 && waited >= readTimeout) {
+        pending.giveUp(timeoutError(`${node.name} did not answer a read within ${readTimeout} ms`, 'PGFOLLOW_READ_TIMEOUT'))
+        if (!attempt.state) attempt.cancel()
+      } else if (!attempt.state && waited >= connectTimeout && node.lastAnsweredAt < pending.startedAt) {
+        pending.giveUp(timeoutError(`${node.name} did not accept a connection within ${connectTimeout} ms`, 'CONNECT_TIMEOUT'))
+        attempt.cancel()
+      }
+    }
   }
 
   /**
@@ -365,26 +426,26 @@ export class Router extends EventEmitter {
         // The classifier thought it a read; the replica knows better. Remember, and run it where it can.
         this.#rememberLeaderOnly(job.query)
         job.kind = 'write'
-        return this.#runOnLeader(job, this.#fresh(job.query))
+        return this.#run(job, this.#fresh(job.query))
       }
       // The leader itself is read-only now: it was demoted. Nothing ran, so find the new one and retry once.
       node.inRecovery = true
       if (!job.leaderRetried) {
         job.leaderRetried = true
         await this.discoverLeader()
-        return this.#runOnLeader(job, this.#fresh(job.query))
+        return this.#run(job, this.#fresh(job.query))
       }
       throw this.#leaderUnavailable(error)
     }
     if (job.kind === 'read' && (retryableRead(error) || authenticationFailure(error))) {
-      return this.#runRead(job, this.#fresh(job.query))
+      return this.#run(job, this.#fresh(job.query))
     }
     if (authenticationFailure(error)) throw this.#loginRefused([node], error)
     if (job.kind === 'write' && isLeader && neverConnected(error) && !job.leaderRetried) {
       // The statement never left us: safe to send to a newly found leader.
       job.leaderRetried = true
       const leader = await this.discoverLeader()
-      if (leader && leader !== node && this.leaderUsable) return this.#runOnLeader(job, this.#fresh(job.query))
+      if (leader && leader !== node && this.leaderUsable) return this.#run(job, this.#fresh(job.query))
       throw this.#leaderUnavailable(error)
     }
     if (job.kind === 'write' && isLeader && connectionLost(error)) {
@@ -534,6 +595,7 @@ export class Router extends EventEmitter {
   async end(options: { timeout?: number } = {}): Promise<void> {
     this.#ended = true
     this.#monitor.stop()
+    clearInterval(this.#sweeper)
     // postgres.js's end() can hang on a connection that is failing to log in
     // right then: let in-flight checks (each bounded by a timeout) finish first.
     await Promise.allSettled([this.#discovery, this.#monitor.tick()])
