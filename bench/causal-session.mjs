@@ -25,12 +25,13 @@ export async function measure({ cluster, quick, log }) {
       (r) => {
         group('write (insert … returning id)', () =>
           summary(() => {
-            const baseline = () => bench('plain tag: write', async () => do_not_optimize(await sql`insert into blogs (url) values (${url}) returning id`)).baseline()
-            const candidate = () => bench('session: write', async () => do_not_optimize(await session`insert into blogs (url) values (${url}) returning id`))
+            const baseline = () =>
+              bench('plain tag: write', async () => do_not_optimize(await sql`insert into blogs (url) values (${url}) returning id`)).baseline()
+            const candidate = () =>
+              bench('session: write', async () => do_not_optimize(await session`insert into blogs (url) values (${url}) returning id`))
             if (r % 2) candidate(), baseline()
             else baseline(), candidate()
-          }),
-        )
+          }))
       },
       { log },
     )
@@ -81,13 +82,25 @@ export async function measure({ cluster, quick, log }) {
     const firstRead = Object.fromEntries(
       Object.entries(results).map(([kind, r]) => {
         const l = latencySummary(r.latencies)
-        return [kind, { p50Ms: round(l.p50, 3), p99Ms: round(l.p99, 3), reads: r.reads, staleReads: r.stale, staleShare: round(r.stale / r.reads, 3), byNode: r.byNode }]
+        return [kind, {
+          p50Ms: round(l.p50, 3),
+          p99Ms: round(l.p99, 3),
+          reads: r.reads,
+          staleReads: r.stale,
+          staleShare: round(r.stale / r.reads, 3),
+          byNode: r.byNode,
+        }]
       }),
     )
     return {
       id,
       title,
-      setup: { poolMax: POOL_MAX, replicas: replicas.length, sessionWaitMs: 100, readAfterWrite: `${blocks} alternating blocks of ${perBlock} write-then-read pairs` },
+      setup: {
+        poolMax: POOL_MAX,
+        replicas: replicas.length,
+        sessionWaitMs: 100,
+        readAfterWrite: `${blocks} alternating blocks of ${perBlock} write-then-read pairs`,
+      },
       write,
       firstRead,
     }

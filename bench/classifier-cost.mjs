@@ -44,8 +44,7 @@ export async function measure({ quick, log }) {
             bench(`classifyStatement: ${name}`, function* () {
               yield { [0]: () => text, bench: (t) => do_not_optimize(classifyStatement(t)) }
             })
-          }),
-        )
+          }))
       }
     },
     { log },

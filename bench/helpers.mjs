@@ -111,7 +111,8 @@ export async function seed(descriptor, { blogs = 2000, writers = 4, seedValue = 
     await leader`analyze`
     const [{ lsn }] = await leader`select pg_current_wal_lsn()::text as lsn`
     await waitForReplay(descriptor.replicas, parseLsn(lsn), 60_000)
-    const [totals] = await leader`select (select count(*) from blogs)::int as blogs, (select count(*) from posts)::int as posts, (select count(*) from comments)::int as comments`
+    const [totals] =
+      await leader`select (select count(*) from blogs)::int as blogs, (select count(*) from posts)::int as posts, (select count(*) from comments)::int as comments`
     return { written, ...totals }
   } finally {
     await leader.end({ timeout: 5 })
@@ -201,7 +202,16 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
   const summary = latencySummary(latencies)
   // Client CPU per read (this process only: user + system µs): what the client side costs, whatever the neighbours do.
   const cpuUsPerRead = (cpu.user + cpu.system) / Math.max(1, reads)
-  return { readsPerSecond: reads / seconds, reads, errors, p50: summary.p50, p99: summary.p99, max: summary.max, cpuUsPerRead, firstError: firstError?.message ?? null }
+  return {
+    readsPerSecond: reads / seconds,
+    reads,
+    errors,
+    p50: summary.p50,
+    p99: summary.p99,
+    max: summary.max,
+    cpuUsPerRead,
+    firstError: firstError?.message ?? null,
+  }
 }
 
 /**
@@ -226,18 +236,28 @@ export async function compareThroughput(variants, { repeats, readers, warmupMs, 
       } finally {
         await close()
       }
-      log(`  ${variant.name} run ${round + 1}/${repeats}: ${result.readsPerSecond.toFixed(0)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, client CPU ${result.cpuUsPerRead.toFixed(1)} µs/read${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}`)
+      log(
+        `  ${variant.name} run ${round + 1}/${repeats}: ${result.readsPerSecond.toFixed(0)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${
+          result.p99.toFixed(2)
+        } ms, client CPU ${result.cpuUsPerRead.toFixed(1)} µs/read${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}`,
+      )
       results.get(variant.name).push(result)
     }
   }
   const summary = Object.fromEntries(
     variants.map((variant) => {
       const runs = results.get(variant.name)
-      return [variant.name, { ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors', 'cpuUsPerRead']), firstError: runs.find((r) => r.firstError)?.firstError ?? null }]
+      return [variant.name, {
+        ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors', 'cpuUsPerRead']),
+        firstError: runs.find((r) => r.firstError)?.firstError ?? null,
+      }]
     }),
   )
   // Round r of every variant ran back to back: pair them for ratios.
-  const perRound = Array.from({ length: repeats }, (_, r) => Object.fromEntries(variants.map((variant) => [variant.name, results.get(variant.name)[r]])))
+  const perRound = Array.from(
+    { length: repeats },
+    (_, r) => Object.fromEntries(variants.map((variant) => [variant.name, results.get(variant.name)[r]])),
+  )
   return Object.defineProperty(summary, 'perRound', { value: perRound, enumerable: false })
 }
 

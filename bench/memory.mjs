@@ -18,7 +18,9 @@ export async function measure({ cluster, quick, log }) {
   const runs = Object.fromEntries(variants.map((variant) => [variant, []]))
   for (let r = 0; r < repeats; r++) {
     for (const variant of r % 2 ? [...variants].reverse() : variants) {
-      const result = await runNodeJson(CHILD, [variant, String(READERS), String(seconds)], { env: { PGFOLLOW_BENCH_DESCRIPTOR: JSON.stringify(cluster.descriptor) } })
+      const result = await runNodeJson(CHILD, [variant, String(READERS), String(seconds)], {
+        env: { PGFOLLOW_BENCH_DESCRIPTOR: JSON.stringify(cluster.descriptor) },
+      })
       log(`  ${variant} run ${r + 1}/${repeats}: peak +${result.peakDeltaMiB} MiB, after GC +${result.retainedDeltaMiB} MiB (${result.reads} reads)`)
       runs[variant].push(result)
     }
@@ -33,7 +35,13 @@ export async function measure({ cluster, quick, log }) {
   return {
     id,
     title,
-    setup: { readers: READERS, poolMaxPerReplica: 10, seconds, repeats, note: 'the tag also holds a one-connection monitor pool per node and an (idle) leader pool' },
+    setup: {
+      readers: READERS,
+      poolMaxPerReplica: 10,
+      seconds,
+      repeats,
+      note: 'the tag also holds a one-connection monitor pool per node and an (idle) leader pool',
+    },
     rows,
     tagMinusRaw: { peakMiB: round(tag.peakDeltaMiB - raw.peakDeltaMiB, 1), retainedMiB: round(tag.retainedDeltaMiB - raw.retainedDeltaMiB, 1) },
   }

@@ -61,7 +61,7 @@ export async function startPgpool(descriptor, { children = 110 } = {}) {
         `backend_port${i} = ${url.port}`,
         `backend_weight${i} = ${i === 0 ? 0 : 1}`,
         `backend_flag${i} = 'DISALLOW_TO_FAILOVER'`,
-      ].join('\n'),
+      ].join('\n')
     )
     .join('\n')
   const values = { port, pcpPort, dir, backends, children, user, password: password.replace(/'/g, "''"), database }

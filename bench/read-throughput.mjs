@@ -37,7 +37,7 @@ export async function measure({ cluster, quick, log }) {
     {
       name: 'raw-round-robin',
       label: `raw postgres.js round-robin (max ${POOL_MAX} per replica)`,
-      open: async () => {
+      open: () => {
         const pools = replicas.map((url) => postgres(url, { max: POOL_MAX, onnotice: () => {} }))
         const page = pages()
         let next = 0
@@ -53,14 +53,16 @@ export async function measure({ cluster, quick, log }) {
   if (pgpool.skipped) {
     log(`pgpool-II skipped: ${pgpool.skipped}`)
   } else {
-    for (const [name, max] of [
-      ['pgpool-shared', PGPOOL_SHARED],
-      ['pgpool-per-reader', PGPOOL_PER_READER],
-    ]) {
+    for (
+      const [name, max] of [
+        ['pgpool-shared', PGPOOL_SHARED],
+        ['pgpool-per-reader', PGPOOL_PER_READER],
+      ]
+    ) {
       variants.push({
         name,
         label: `pgpool-II ${pgpool.version?.match(/\d+\.\d+\.\d+/)?.[0] ?? ''} (postgres.js max ${max} to pgpool)`,
-        open: async () => {
+        open: () => {
           const pool = postgres(pgpool.url, { max, onnotice: () => {} })
           const page = pages()
           return { read: () => readPage(pool, page()), close: () => pool.end({ timeout: 5 }) }
@@ -98,13 +100,21 @@ export async function measure({ cluster, quick, log }) {
   return {
     id,
     title,
-    setup: { readers: READERS, poolMaxPerReplica: POOL_MAX, pgpool: pgpool.skipped ? { skipped: pgpool.skipped } : { version: pgpool.version, children: pgpool.children }, ...timing },
+    setup: {
+      readers: READERS,
+      poolMaxPerReplica: POOL_MAX,
+      pgpool: pgpool.skipped ? { skipped: pgpool.skipped } : { version: pgpool.version, children: pgpool.children },
+      ...timing,
+    },
     rows,
     targets: [
       { description: 'tag reads/s at least raw round-robin', ratio: round(tagOverRaw, 3), limit: 1, met: tagOverRaw >= 1 },
-      tagOverPgpool === null
-        ? { description: 'tag reads/s at least 1.5× pgpool-II', skipped: pgpool.skipped }
-        : { description: `tag reads/s at least 1.5× pgpool-II (best pgpool row: ${bestPgpool})`, ratio: round(tagOverPgpool, 3), limit: 1.5, met: tagOverPgpool >= 1.5 },
+      tagOverPgpool === null ? { description: 'tag reads/s at least 1.5× pgpool-II', skipped: pgpool.skipped } : {
+        description: `tag reads/s at least 1.5× pgpool-II (best pgpool row: ${bestPgpool})`,
+        ratio: round(tagOverPgpool, 3),
+        limit: 1.5,
+        met: tagOverPgpool >= 1.5,
+      },
     ],
   }
 }

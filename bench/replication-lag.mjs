@@ -14,10 +14,12 @@ const SAMPLE_MS = 100
 export async function measure({ cluster, quick, log }) {
   const durationMs = quick ? 5_000 : 15_000
   const rows = []
-  for (const [load, writerPauseMs] of [
-    ['proof of concept: 2 writers pausing 100-2000 ms, 100 readers', [100, 2000]],
-    ['2 writers without pauses, 100 readers', [0, 0]],
-  ]) {
+  for (
+    const [load, writerPauseMs] of [
+      ['proof of concept: 2 writers pausing 100-2000 ms, 100 readers', [100, 2000]],
+      ['2 writers without pauses, 100 readers', [0, 0]],
+    ]
+  ) {
     const sql = connect({ ...cluster.descriptor, postgres: { max: 10 } })
     const probe = new LagProbe(cluster.descriptor)
     const samples = { bytes: [], ms: [] }
@@ -51,14 +53,25 @@ export async function measure({ cluster, quick, log }) {
         lagBytes: { p50: bytes.p50, p99: bytes.p99, max: bytes.max },
         lagMs: { p50: round(ms.p50, 1), p99: round(ms.p99, 1), max: round(ms.max, 1) },
       }
-      log(`  ${load}: lag p50 ${row.lagBytes.p50} B / ${row.lagMs.p50} ms, p99 ${row.lagBytes.p99} B / ${row.lagMs.p99} ms, max ${row.lagBytes.max} B / ${row.lagMs.max} ms; ${row.writesPerSecond} writes/s`)
+      log(
+        `  ${load}: lag p50 ${row.lagBytes.p50} B / ${row.lagMs.p50} ms, p99 ${row.lagBytes.p99} B / ${row.lagMs.p99} ms, max ${row.lagBytes.max} B / ${row.lagMs.max} ms; ${row.writesPerSecond} writes/s`,
+      )
       rows.push(row)
     } finally {
       await probe.end()
       await sql.end({ timeout: 5 })
     }
   }
-  return { id, title, setup: { durationSeconds: durationMs / 1000, sampleEveryMs: SAMPLE_MS, source: 'leader pg_stat_replication replay lag (bytes against pg_current_wal_lsn, ms from replay_lag; 0 when caught up)' }, rows }
+  return {
+    id,
+    title,
+    setup: {
+      durationSeconds: durationMs / 1000,
+      sampleEveryMs: SAMPLE_MS,
+      source: 'leader pg_stat_replication replay lag (bytes against pg_current_wal_lsn, ms from replay_lag; 0 when caught up)',
+    },
+    rows,
+  }
 }
 
 if (isMain(import.meta.url)) await standalone(measure)

@@ -3,7 +3,10 @@
 
 const pct = (ratio) => (Number.isFinite(ratio) ? `${ratio >= 0 ? '+' : ''}${(ratio * 100).toFixed(1)} %` : 'n/a')
 const x = (ratio) => (Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : 'n/a')
-const num = (value, digits = 0) => (Number.isFinite(value) ? value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a')
+const num = (
+  value,
+  digits = 0,
+) => (Number.isFinite(value) ? value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : 'n/a')
 const mark = (met) => (met ? 'met' : '**missed**')
 
 function table(headers, rows) {
@@ -31,7 +34,16 @@ const formatters = {
       ),
       '',
       table(
-        [`query, ${r.setup.readers} readers`, 'raw reads/s', 'tag reads/s', 'raw p99', 'tag p99', 'throughput cost', 'client CPU per read, raw / tag', 'CPU ratio'],
+        [
+          `query, ${r.setup.readers} readers`,
+          'raw reads/s',
+          'tag reads/s',
+          'raw p99',
+          'tag p99',
+          'throughput cost',
+          'client CPU per read, raw / tag',
+          'CPU ratio',
+        ],
         r.throughput.map((row) => [
           row.query,
           num(row.rawReadsPerSecond),
@@ -51,7 +63,18 @@ const formatters = {
     [
       table(
         ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'client CPU per read', 'errors'],
-        r.rows.map((row) => [row.label, num(row.readsPerSecond), `${num(row.p50Ms, 1)} ms`, `${num(row.p99Ms, 1)} ms`, `${num(row.maxMs, 0)} ms`, x(row.ratioToTag), `${num(row.clientCpuUsPerRead, 1)} µs`, num(row.errors)]),
+        r.rows.map((
+          row,
+        ) => [
+          row.label,
+          num(row.readsPerSecond),
+          `${num(row.p50Ms, 1)} ms`,
+          `${num(row.p99Ms, 1)} ms`,
+          `${num(row.maxMs, 0)} ms`,
+          x(row.ratioToTag),
+          `${num(row.clientCpuUsPerRead, 1)} µs`,
+          num(row.errors),
+        ]),
       ),
       '',
       ...r.targets.map((t) => (t.skipped ? `- ${t.description}: skipped (${t.skipped})` : `- ${t.description}: ${x(t.ratio)} → ${mark(t.met)}`)),
@@ -64,10 +87,25 @@ const formatters = {
         [
           ['write p50 (insert … returning), alternating', `${num(r.write.plainP50Us, 0)} µs`, `${num(r.write.sessionP50Us, 0)} µs`, x(r.write.ratio)],
           ['write p99', `${num(r.write.plainP99Us, 0)} µs`, `${num(r.write.sessionP99Us, 0)} µs`, ''],
-          ['write p50, mitata (median of rounds)', `${num(r.write.mitata.plainP50Us, 0)} µs`, `${num(r.write.mitata.sessionP50Us, 0)} µs`, x(r.write.mitata.ratio)],
-          ['first read after the write, p50', `${num(r.firstRead.plain.p50Ms, 2)} ms`, `${num(r.firstRead.session.p50Ms, 2)} ms`, x(r.firstRead.session.p50Ms / r.firstRead.plain.p50Ms)],
+          [
+            'write p50, mitata (median of rounds)',
+            `${num(r.write.mitata.plainP50Us, 0)} µs`,
+            `${num(r.write.mitata.sessionP50Us, 0)} µs`,
+            x(r.write.mitata.ratio),
+          ],
+          [
+            'first read after the write, p50',
+            `${num(r.firstRead.plain.p50Ms, 2)} ms`,
+            `${num(r.firstRead.session.p50Ms, 2)} ms`,
+            x(r.firstRead.session.p50Ms / r.firstRead.plain.p50Ms),
+          ],
           ['first read after the write, p99', `${num(r.firstRead.plain.p99Ms, 2)} ms`, `${num(r.firstRead.session.p99Ms, 2)} ms`, ''],
-          ['… that missed the write', `${r.firstRead.plain.staleReads} of ${r.firstRead.plain.reads}`, `${r.firstRead.session.staleReads} of ${r.firstRead.session.reads}`, ''],
+          [
+            '… that missed the write',
+            `${r.firstRead.plain.staleReads} of ${r.firstRead.plain.reads}`,
+            `${r.firstRead.session.staleReads} of ${r.firstRead.session.reads}`,
+            '',
+          ],
           ['… served by leader / replicas', servedBy(r.firstRead.plain.byNode), servedBy(r.firstRead.session.byNode), ''],
         ],
       ),
@@ -81,33 +119,63 @@ const formatters = {
           '',
           table(
             ['balance', 'reads/s', 'p50', 'p99', 'max', 'replica2 share'],
-            s.rows.map((row) => [row.balance, num(row.readsPerSecond), `${num(row.p50Ms, 1)} ms`, `${num(row.p99Ms, 1)} ms`, `${num(row.maxMs, 0)} ms`, `${num(row.replica2Share * 100, 1)} %`]),
+            s.rows.map((
+              row,
+            ) => [
+              row.balance,
+              num(row.readsPerSecond),
+              `${num(row.p50Ms, 1)} ms`,
+              `${num(row.p99Ms, 1)} ms`,
+              `${num(row.maxMs, 0)} ms`,
+              `${num(row.replica2Share * 100, 1)} %`,
+            ]),
           ),
           '',
           `least-busy / round-robin: reads/s ${x(s.leastBusyOverRoundRobin.readsPerSecond)}, p99 ${x(s.leastBusyOverRoundRobin.p99)}`,
-        ].join('\n'),
+        ].join('\n')
       )
       .join('\n\n'),
 
   'classifier-cost': (r) =>
     table(
       ['statement', 'chars', 'classifier says', 'classifyStatement p50', 'naive regex says', 'naive regex p50'],
-      r.rows.map((row) => [row.statement, num(row.chars), `${row.kind} (${row.reason})`, `${num(row.classifyUs, 2)} µs`, row.naiveSays, `${num(row.naiveUs * 1000, 0)} ns`]),
+      r.rows.map((
+        row,
+      ) => [
+        row.statement,
+        num(row.chars),
+        `${row.kind} (${row.reason})`,
+        `${num(row.classifyUs, 2)} µs`,
+        row.naiveSays,
+        `${num(row.naiveUs * 1000, 0)} ns`,
+      ]),
     ),
 
   memory: (r) =>
     [
       table(
         ['variant', 'RSS before pools', 'peak growth', 'growth kept after GC', 'JS heap kept'],
-        r.rows.map((row) => [row.variant, `${num(row.rssBeforeMiB, 1)} MiB`, `+${num(row.peakDeltaMiB, 1)} MiB`, `+${num(row.retainedDeltaMiB, 1)} MiB`, `+${num(row.heapUsedDeltaMiB, 1)} MiB`]),
+        r.rows.map((
+          row,
+        ) => [
+          row.variant,
+          `${num(row.rssBeforeMiB, 1)} MiB`,
+          `+${num(row.peakDeltaMiB, 1)} MiB`,
+          `+${num(row.retainedDeltaMiB, 1)} MiB`,
+          `+${num(row.heapUsedDeltaMiB, 1)} MiB`,
+        ]),
       ),
       '',
-      `Tag − raw: peak ${num(r.tagMinusRaw.peakMiB, 1)} MiB, after GC ${num(r.tagMinusRaw.retainedMiB, 1)} MiB (${r.setup.readers} readers, ${r.setup.seconds} s, median of ${r.setup.repeats}).`,
+      `Tag − raw: peak ${num(r.tagMinusRaw.peakMiB, 1)} MiB, after GC ${
+        num(r.tagMinusRaw.retainedMiB, 1)
+      } MiB (${r.setup.readers} readers, ${r.setup.seconds} s, median of ${r.setup.repeats}).`,
     ].join('\n'),
 
   'bring-up': (r) =>
     [
-      `Median ${num(r.medianSeconds, 2)} s (min ${num(r.minSeconds, 2)}, max ${num(r.maxSeconds, 2)}; ${r.setup.runs} runs: ${r.samplesSeconds.join(', ')} s).`,
+      `Median ${num(r.medianSeconds, 2)} s (min ${num(r.minSeconds, 2)}, max ${num(r.maxSeconds, 2)}; ${r.setup.runs} runs: ${
+        r.samplesSeconds.join(', ')
+      } s).`,
       '',
       table(['phase', 'median'], Object.entries(r.phasesMedianSeconds).map(([phase, s]) => [phase, `${num(s, 2)} s`])),
     ].join('\n'),
@@ -157,5 +225,7 @@ export function formatResults(results) {
 
 /** The machine line BENCHMARKS.md and the console start with. */
 export function formatMachine(m) {
-  return `${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}, PostgreSQL ${m.postgres ?? '?'}, postgres.js ${m.postgresJs ?? '?'}, ${m.pgpool ?? 'pgpool-II not found'}; load average at start ${m.loadAverage.join(' ')}`
+  return `${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}, PostgreSQL ${m.postgres ?? '?'}, postgres.js ${
+    m.postgresJs ?? '?'
+  }, ${m.pgpool ?? 'pgpool-II not found'}; load average at start ${m.loadAverage.join(' ')}`
 }

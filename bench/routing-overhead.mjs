@@ -26,7 +26,7 @@ const QUERIES = {
 export async function measure({ cluster, quick, log }) {
   const { leader, replicas } = cluster.descriptor
   const replica = replicas[0]
-  const openRaw = async () => postgres(replica, { max: POOL_MAX, onnotice: () => {} })
+  const openRaw = () => postgres(replica, { max: POOL_MAX, onnotice: () => {} })
   const openTag = async () => {
     const sql = connect({ leader, replicas: [replica], postgres: { max: POOL_MAX } })
     await sql.refresh()
@@ -57,8 +57,7 @@ export async function measure({ cluster, quick, log }) {
               // Flip the order every round: neither side always runs second.
               if (r % 2) candidate(), baseline()
               else baseline(), candidate()
-            }),
-          )
+            }))
         }
       },
       { log },
@@ -75,7 +74,11 @@ export async function measure({ cluster, quick, log }) {
         ],
         { calls },
       )
-      log(`  alternating ${query}: raw p50 ${alternating[query].raw.p50Us.toFixed(1)} µs, tag p50 ${alternating[query].tag.p50Us.toFixed(1)} µs (${calls} calls each)`)
+      log(
+        `  alternating ${query}: raw p50 ${alternating[query].raw.p50Us.toFixed(1)} µs, tag p50 ${
+          alternating[query].tag.p50Us.toFixed(1)
+        } µs (${calls} calls each)`,
+      )
     }
     latency = Object.keys(QUERIES).map((query) => {
       const base = stats[`raw postgres.js: ${query}`]

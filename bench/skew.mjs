@@ -55,7 +55,9 @@ export async function measure({ cluster, quick, log }) {
     }))
     log('skew: replica2 CPU-starved')
     const result = await compareThroughput(variants, { readers: READERS, ...timing, log })
-    scenarios.push(summarize('cpu-starved replica2', `client backends of replica2 SIGSTOP ${STARVE.stopMs} ms / SIGCONT ${STARVE.runMs} ms`, result, shareRuns))
+    scenarios.push(
+      summarize('cpu-starved replica2', `client backends of replica2 SIGSTOP ${STARVE.stopMs} ms / SIGCONT ${STARVE.runMs} ms`, result, shareRuns),
+    )
   }
 
   // Apply-delayed replica2, with a writer making WAL.
@@ -89,7 +91,11 @@ export async function measure({ cluster, quick, log }) {
           return {
             read: () => readPage(sql, randomPage(random)),
             close: async () => {
-              shareRuns.get(balance).push({ ...shares(before, served(sql)), replica2State: sql.status()[2].state, replica2LagMs: sql.status()[2].lagMs })
+              shareRuns.get(balance).push({
+                ...shares(before, served(sql)),
+                replica2State: sql.status()[2].state,
+                replica2LagMs: sql.status()[2].lagMs,
+              })
               await sql.end({ timeout: 5 })
             },
           }
@@ -97,7 +103,14 @@ export async function measure({ cluster, quick, log }) {
       }))
       log(`skew: replica2 apply-delayed by ${APPLY_DELAY}, tag maxLag.ms = ${MAX_LAG_MS}`)
       const result = await compareThroughput(variants, { readers: READERS, ...timing, log })
-      scenarios.push(summarize('apply-delayed replica2', `recovery_min_apply_delay = ${APPLY_DELAY} on replica2, a writer on the leader, tag maxLag.ms = ${MAX_LAG_MS}`, result, shareRuns))
+      scenarios.push(
+        summarize(
+          'apply-delayed replica2',
+          `recovery_min_apply_delay = ${APPLY_DELAY} on replica2, a writer on the leader, tag maxLag.ms = ${MAX_LAG_MS}`,
+          result,
+          shareRuns,
+        ),
+      )
     } finally {
       writing = false
       await writer
@@ -120,7 +133,9 @@ function summarize(scenario, how, result, shareRuns) {
       maxMs: round(result[balance].max, 1),
       replica2Share: round(shareList.reduce((sum, s) => sum + s.replica2, 0) / shareList.length, 3),
       errors: result[balance].errors,
-      ...(shareList[0]?.replica2State ? { replica2State: shareList.map((s) => s.replica2State), replica2LagMs: shareList.map((s) => s.replica2LagMs) } : {}),
+      ...(shareList[0]?.replica2State
+        ? { replica2State: shareList.map((s) => s.replica2State), replica2LagMs: shareList.map((s) => s.replica2LagMs) }
+        : {}),
       samples: result[balance].samples,
     }
   }
@@ -150,7 +165,9 @@ async function starve(replicaUrl, { stopMs, runMs }) {
   const admin = postgres(replicaUrl, { max: 1, onnotice: () => {}, connection: { application_name: 'pgfollow-bench-admin' } })
   let pids
   try {
-    pids = (await admin`select pid from pg_stat_activity where backend_type = 'client backend' and application_name = 'postgres.js'`).map((row) => row.pid)
+    pids = (await admin`select pid from pg_stat_activity where backend_type = 'client backend' and application_name = 'postgres.js'`).map((row) =>
+      row.pid
+    )
   } finally {
     await admin.end({ timeout: 5 })
   }

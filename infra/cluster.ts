@@ -14,22 +14,22 @@ import {
   NODE_PATHS,
   PGADMIN_PATHS,
   PGADMIN_UID,
+  type PgadminServer,
   pgpassFile,
   postgresUrl,
   replicationSql,
   serversJson,
-  type PgadminServer,
 } from './files.ts'
 import {
+  type ClusterPlan,
   CONTAINER_PORT,
   DATABASE,
+  type NodePlan,
   PGADMIN_CONTAINER_PORT,
   planCluster,
+  type PostgresClusterArgs,
   SUPERUSER,
   VOLUME_MOUNT,
-  type ClusterPlan,
-  type NodePlan,
-  type PostgresClusterArgs,
 } from './options.ts'
 
 export type { PostgresClusterArgs } from './options.ts'
@@ -112,7 +112,11 @@ export class PostgresCluster extends pulumi.ComponentResource {
     const hba = hbaFile(plan.allowedCidrs)
     const entrypoint = containerScript('pgfollow-entrypoint.sh')
 
-    const nodeContainer = (node: NodePlan, extra: { envs: string[]; uploads: pulumi.Input<docker.types.input.ContainerUpload>[] }, options: pulumi.CustomResourceOptions) => {
+    const nodeContainer = (
+      node: NodePlan,
+      extra: { envs: string[]; uploads: pulumi.Input<docker.types.input.ContainerUpload>[] },
+      options: pulumi.CustomResourceOptions,
+    ) => {
       const site = siteOf(node)
       const volume = new docker.Volume(`${name}-${node.name}-data`, { name: node.volumeName }, { parent: this, provider: site.provider })
       return new docker.Container(
@@ -218,7 +222,9 @@ export class PostgresCluster extends pulumi.ComponentResource {
           name: node.name,
           host: local ? node.alias : node.address.replace(/^\[|\]$/g, ''),
           port: local ? CONTAINER_PORT : node.port,
-          comment: node.role === 'leader' ? 'pgfollow leader (read-write)' : `pgfollow hot standby, streams from the leader through slot ${node.slot}`,
+          comment: node.role === 'leader'
+            ? 'pgfollow leader (read-write)'
+            : `pgfollow hot standby, streams from the leader through slot ${node.slot}`,
         }
       })
       const owned = { owner: PGADMIN_UID, group: '0' }
@@ -226,7 +232,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
         `${name}-pgadmin`,
         {
           name: pgadmin.containerName,
-          image: new docker.RemoteImage(`${name}-pgadmin-image`, { name: pgadmin.image, keepLocally: true }, { parent: this, provider: siteOf(leader).provider }).imageId,
+          image: new docker.RemoteImage(`${name}-pgadmin-image`, { name: pgadmin.image, keepLocally: true }, {
+            parent: this,
+            provider: siteOf(leader).provider,
+          }).imageId,
           envs: [
             `PGADMIN_DEFAULT_EMAIL=${pgadmin.email}`,
             `PGADMIN_DEFAULT_PASSWORD_FILE=${PGADMIN_PATHS.password}`,
@@ -238,7 +247,12 @@ export class PostgresCluster extends pulumi.ComponentResource {
           ],
           uploads: [
             { file: PGADMIN_PATHS.serversJson, content: serversJson(servers, SUPERUSER, DATABASE), permissions: '0644', ...owned },
-            { file: PGADMIN_PATHS.pgpass, content: postgresPassword.apply((password) => pgpassFile(servers, SUPERUSER, password)), permissions: '0600', ...owned },
+            {
+              file: PGADMIN_PATHS.pgpass,
+              content: postgresPassword.apply((password) => pgpassFile(servers, SUPERUSER, password)),
+              permissions: '0600',
+              ...owned,
+            },
             { file: PGADMIN_PATHS.password, content: pgadminPassword, permissions: '0600', ...owned },
           ],
           networksAdvanced: [{ name: siteOf(leader).network.name }],
@@ -258,7 +272,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
     this.leaderUrl = pulumi.secret(pulumi.all([postgresPassword, this.leaderContainer.id]).apply(([password]) => urlOf(leader, password)))
     this.replicaUrls = pulumi.secret(
       pulumi.all([postgresPassword, ...this.replicaContainers.map((container) => container.id)]).apply(([password]) =>
-        replicas.map((replica) => urlOf(replica, password as string)),
+        replicas.map((replica) => urlOf(replica, password as string))
       ),
     )
     this.descriptor = pulumi.secret(pulumi.all([this.leaderUrl, this.replicaUrls]).apply(([leader, replicas]) => ({ leader, replicas })))

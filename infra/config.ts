@@ -6,7 +6,7 @@
  */
 import * as pulumi from '@pulumi/pulumi'
 import type { SynchronousMode } from '../lib/replication.ts'
-import { ClusterConfigError, SECRET_KEYS, type NodeHost, type PostgresClusterArgs } from './options.ts'
+import { ClusterConfigError, type NodeHost, type PostgresClusterArgs, SECRET_KEYS } from './options.ts'
 
 /** Reads the stack's config; `namePrefix` defaults to pgfollow-<stack> so two stacks can share an engine. */
 export function readClusterArgs(config: pulumi.Config = new pulumi.Config(), stack: string = pulumi.getStack()): PostgresClusterArgs {

@@ -52,7 +52,7 @@ export function hbaFile(allowedCidrs: string[]): string {
   const rules = ['samenet', ...allowedCidrs].flatMap((network) =>
     hbaLines(network)
       .split('\n')
-      .filter((line) => line !== '' && !line.startsWith('#')),
+      .filter((line) => line !== '' && !line.startsWith('#'))
   )
   return [
     '# Written by pgfollow infra/ (Pulumi); `pulumi up` replaces it.',

@@ -56,17 +56,17 @@ export interface PostgresClusterArgs {
 /** Defaults of the plain options; infra/Pulumi.yaml declares the same (a test holds them equal). */
 export const DEFAULTS = {
   postgresImage: 'postgres:18',
-  replicas:      2,
-  leaderPort:    5432,
-  replicaPorts:  [5480, 5490],
-  synchronous:   'off' as SynchronousMode,
-  bindAddress:   '127.0.0.1',
-  pgadmin:       true,
-  pgadminImage:  'dpage/pgadmin4:9',
-  pgadminEmail:  'admin@example.com',
-  pgadminPort:   5050,
-  allowedCidrs:  [] as string[],
-  hosts:         {} as Record<string, NodeHost>,
+  replicas: 2,
+  leaderPort: 5432,
+  replicaPorts: [5480, 5490],
+  synchronous: 'off' as SynchronousMode,
+  bindAddress: '127.0.0.1',
+  pgadmin: true,
+  pgadminImage: 'dpage/pgadmin4:9',
+  pgadminEmail: 'admin@example.com',
+  pgadminPort: 5050,
+  allowedCidrs: [] as string[],
+  hosts: {} as Record<string, NodeHost>,
 }
 
 /** Config keys holding passwords: empty or unset means "generate one". */
@@ -187,24 +187,28 @@ export function planCluster(args: PostgresClusterArgs, defaultPrefix = 'pgfollow
       fail(`${names} run(s) on another Docker host than the leader: set hosts.leader.address to the address they reach the leader at`)
     }
     if (isLoopback(leader.bindAddress)) {
-      fail(`${names} run(s) on another Docker host, but the leader's port binds to ${leader.bindAddress}: set hosts.leader.bindAddress (or bindAddress) to 0.0.0.0 or the leader host's address`)
+      fail(
+        `${names} run(s) on another Docker host, but the leader's port binds to ${leader.bindAddress}: set hosts.leader.bindAddress (or bindAddress) to 0.0.0.0 or the leader host's address`,
+      )
     }
     if (allowedCidrs.length === 0) {
-      fail(`${names} run(s) on another Docker host: add the address range they connect from to allowedCidrs, so the leader's pg_hba admits their replication connections`)
+      fail(
+        `${names} run(s) on another Docker host: add the address range they connect from to allowedCidrs, so the leader's pg_hba admits their replication connections`,
+      )
     }
   }
 
   const pgadminOn = args.pgadmin ?? DEFAULTS.pgadmin
   const pgadmin = pgadminOn
     ? {
-        image: nonEmpty('pgadminImage', args.pgadminImage ?? DEFAULTS.pgadminImage),
-        email: email(args.pgadminEmail ?? DEFAULTS.pgadminEmail),
-        port: port('pgadminPort', args.pgadminPort ?? DEFAULTS.pgadminPort),
-        // pgAdmin runs beside the leader, on the same Docker host.
-        bindAddress: leader.docker ? leader.bindAddress : bindAddress,
-        address: leader.address,
-        containerName: `${namePrefix}-pgadmin`,
-      }
+      image: nonEmpty('pgadminImage', args.pgadminImage ?? DEFAULTS.pgadminImage),
+      email: email(args.pgadminEmail ?? DEFAULTS.pgadminEmail),
+      port: port('pgadminPort', args.pgadminPort ?? DEFAULTS.pgadminPort),
+      // pgAdmin runs beside the leader, on the same Docker host.
+      bindAddress: leader.docker ? leader.bindAddress : bindAddress,
+      address: leader.address,
+      containerName: `${namePrefix}-pgadmin`,
+    }
     : null
 
   checkUniquePorts(nodes, pgadmin && { docker: leader.docker, port: pgadmin.port })
@@ -256,7 +260,9 @@ export function majorOf(image: string): number {
   const tag = lastSegment.includes(':') ? lastSegment.slice(lastSegment.indexOf(':') + 1) : ''
   const major = Number.parseInt(tag, 10)
   if (!Number.isInteger(major) || major < 10) {
-    fail(`cannot tell the PostgreSQL major version from postgresImage "${image}": use a tag that starts with it, e.g. postgres:18 or postgres:18.1-alpine`)
+    fail(
+      `cannot tell the PostgreSQL major version from postgresImage "${image}": use a tag that starts with it, e.g. postgres:18 or postgres:18.1-alpine`,
+    )
   }
   return major
 }

@@ -112,7 +112,7 @@ export function formatTable(header: string[], rows: unknown[][], right: readonly
         return right.includes(i) ? pad + cell : cell + pad
       })
       .join('  ')
-      .trimEnd(),
+      .trimEnd()
   )
 }
 

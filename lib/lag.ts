@@ -113,7 +113,7 @@ export class LagProbe {
         connect_timeout: seconds,
         idle_timeout: 0,
         connection: { application_name: 'pgfollow-lagcheck' },
-      }),
+      })
     )
   }
 
@@ -127,7 +127,9 @@ export class LagProbe {
     let leaderError: string | null = leaderAnswer ? null : firstError(answers[0]) ?? 'no node accepts writes (every node is in recovery)'
     if (leaderAnswer) {
       try {
-        slots = [...(await withTimeout(this.#clients[leaderAnswer.index].unsafe(sqlText('queries/replication-state.sql')), this.#timeoutMs, 'the leader'))]
+        slots = [
+          ...(await withTimeout(this.#clients[leaderAnswer.index].unsafe(sqlText('queries/replication-state.sql')), this.#timeoutMs, 'the leader')),
+        ]
       } catch (error) {
         leaderError = redactMessage(error, leaderAnswer.url)
       }
@@ -137,20 +139,30 @@ export class LagProbe {
     const others = answers.filter((answer) => answer !== (leaderAnswer ?? answers[0]))
     // Reachable replicas first: they say which slot is theirs; a down one may then take the one slot left.
     const replicas = new Map<NodeAnswer, ReplicaLag>()
-    for (const answer of others.filter((a) => a.position)) replicas.set(answer, this.#replicaLag(answer, slots, claimed, leaderAnswer !== null && leaderError === null))
+    for (const answer of others.filter((a) => a.position)) {
+      replicas.set(answer, this.#replicaLag(answer, slots, claimed, leaderAnswer !== null && leaderError === null))
+    }
     for (const answer of others.filter((a) => !a.position)) replicas.set(answer, this.#replicaLag(answer, slots, claimed, false))
 
     const leader: LeaderLag = leaderAnswer
       ? {
-          name: nodeName(leaderAnswer, null),
-          url: redactUrl(leaderAnswer.url),
-          state: leaderError ? 'down' : 'leader',
-          lsn: leaderAnswer.position?.current_lsn ?? null,
-          connectedReplicas: slots.filter((row) => row.active && row.state !== 'stopped').length,
-          moved: leaderAnswer.index !== 0,
-          error: leaderError,
-        }
-      : { name: nodeName(answers[0], null, this.#known.get(answers[0].url)), url: redactUrl(urls[0]), state: 'down', lsn: null, connectedReplicas: 0, moved: false, error: leaderError }
+        name: nodeName(leaderAnswer, null),
+        url: redactUrl(leaderAnswer.url),
+        state: leaderError ? 'down' : 'leader',
+        lsn: leaderAnswer.position?.current_lsn ?? null,
+        connectedReplicas: slots.filter((row) => row.active && row.state !== 'stopped').length,
+        moved: leaderAnswer.index !== 0,
+        error: leaderError,
+      }
+      : {
+        name: nodeName(answers[0], null, this.#known.get(answers[0].url)),
+        url: redactUrl(urls[0]),
+        state: 'down',
+        lsn: null,
+        connectedReplicas: 0,
+        moved: false,
+        error: leaderError,
+      }
     return {
       time,
       leader,
@@ -290,4 +302,3 @@ function nodeName(answer: NodeAnswer, row: SlotRow | null, identity: Record<stri
 function firstError(answer: NodeAnswer | undefined): string | null {
   return answer?.error ?? null
 }
-

@@ -231,7 +231,7 @@ export function runLoad(options: LoadOptions): LoadRun {
   const tick = () => (ticking ??= takeTick().finally(() => (ticking = null)))
   const takeTick = async () => {
     const snapshot = await freshSnapshot()
-    if (snapshot) for (const node of [snapshot.leader, ...snapshot.replicas]) names.set(node.url, node.name)
+    if (snapshot) { for (const node of [snapshot.leader, ...snapshot.replicas]) names.set(node.url, node.name) }
     const now = performance.now()
     const status = sql.status()
     const reads = readsSoFar()

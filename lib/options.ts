@@ -55,16 +55,16 @@ export interface NormalizedOptions {
 }
 
 const DEFAULTS = {
-  balance:         'round-robin' as Balance,
-  maxLagBytes:     16 * 1024 * 1024,
-  maxLagMs:        10_000,
+  balance: 'round-robin' as Balance,
+  maxLagBytes: 16 * 1024 * 1024,
+  maxLagMs: 10_000,
   monitorInterval: 1_000,
-  sessionWait:     100,
-  fallback:        true,
-  connectTimeout:  2_000,
-  readTimeout:     10_000,
-  banBase:         250,
-  banMax:          5_000,
+  sessionWait: 100,
+  fallback: true,
+  connectTimeout: 2_000,
+  readTimeout: 10_000,
+  banBase: 250,
+  banMax: 5_000,
 }
 
 /** `connect()` / `connect('file.json')` / `connect({ ... })` → one normalised object. */
@@ -73,7 +73,9 @@ export function normalizeOptions(input?: string | ConnectOptions): NormalizedOpt
   const descriptor = resolveDescriptor(options)
   const weights = options.weights ?? descriptor.replicas.map(() => 1)
   if (weights.length !== descriptor.replicas.length || weights.some((w) => !(Number.isFinite(w) && w > 0))) {
-    throw new ConfigError(`weights must hold one positive number per replica (${descriptor.replicas.length}), got ${JSON.stringify(options.weights)}.`)
+    throw new ConfigError(
+      `weights must hold one positive number per replica (${descriptor.replicas.length}), got ${JSON.stringify(options.weights)}.`,
+    )
   }
   const balance = options.balance ?? DEFAULTS.balance
   if (!BALANCES.includes(balance)) throw new ConfigError(`balance must be one of ${BALANCES.join(', ')}, not "${balance}".`)

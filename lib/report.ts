@@ -116,11 +116,15 @@ export function renderLoadReportSvg(summary: LoadSummary, options: { title?: str
         parts.push(`<polygon fill="${series.color}" fill-opacity="0.35" stroke="none" points="${[...upper, ...lower].join(' ')}"/>`)
       }
       parts.push(
-        `<polyline fill="none" stroke="${series.color}" stroke-width="2" stroke-linejoin="round"${series.dashed ? ' stroke-dasharray="5 3"' : ''} points="${upper.join(' ')}"/>`,
+        `<polyline fill="none" stroke="${series.color}" stroke-width="2" stroke-linejoin="round"${
+          series.dashed ? ' stroke-dasharray="5 3"' : ''
+        } points="${upper.join(' ')}"/>`,
       )
       const legendY = top + 14 + index * 18
       parts.push(
-        `<line x1="${WIDTH - RIGHT + 10}" x2="${WIDTH - RIGHT + 28}" y1="${legendY - 4}" y2="${legendY - 4}" stroke="${series.color}" stroke-width="3"/>`,
+        `<line x1="${WIDTH - RIGHT + 10}" x2="${WIDTH - RIGHT + 28}" y1="${legendY - 4}" y2="${
+          legendY - 4
+        }" stroke="${series.color}" stroke-width="3"/>`,
         `<text x="${WIDTH - RIGHT + 34}" y="${legendY}" fill="#1f2937">${escape(legendText(series, summary, panel.unit))}</text>`,
       )
     })
@@ -176,7 +180,9 @@ function legendText(series: Series, summary: LoadSummary, unit: string): string 
 }
 
 function defaultTitle(summary: LoadSummary): string {
-  return `pgfollow load: ${summary.durationS.toFixed(0)} s, ${summary.writers} writers, ${summary.readers} readers, ${summary.consistency} consistency`
+  return `pgfollow load: ${
+    summary.durationS.toFixed(0)
+  } s, ${summary.writers} writers, ${summary.readers} readers, ${summary.consistency} consistency`
 }
 
 function summaryLine(summary: LoadSummary): string {

@@ -9,14 +9,7 @@ import { EventEmitter } from 'node:events'
 import { createPicker, type Picker } from './balance.ts'
 import { classifyStatement, type StatementKind } from './classify.ts'
 import { ConfigError, LeaderUnavailableError, NoReplicaError } from './errors.ts'
-import {
-  authenticationFailure,
-  connectionLost,
-  neverConnected,
-  nodeUnreachable,
-  readOnlyRefusal,
-  retryableRead,
-} from './failures.ts'
+import { authenticationFailure, connectionLost, neverConnected, nodeUnreachable, readOnlyRefusal, retryableRead } from './failures.ts'
 import { Monitor, unrefTimer, withTimeout } from './health.ts'
 import { maxLsn, parseLsn } from './lsn.ts'
 import { ClusterNode, type NodeState, type PgQuery } from './node.ts'
@@ -480,12 +473,22 @@ export class Router extends EventEmitter {
    */
   electLeader(writable: ClusterNode[]): void {
     if (writable.length === 0 || writable.includes(this.leader)) {
-      if (writable.length > 1) this.#warn(`More than one node accepts writes (${writable.map((node) => node.name).join(', ')}): writes stay on ${this.leader.name}. Fence the others.`)
+      if (writable.length > 1) {
+        this.#warn(
+          `More than one node accepts writes (${
+            writable.map((node) => node.name).join(', ')
+          }): writes stay on ${this.leader.name}. Fence the others.`,
+        )
+      }
       return
     }
     const previous = this.leader
     this.leader = writable[0]
-    if (writable.length > 1) this.#warn(`More than one node accepts writes (${writable.map((node) => node.name).join(', ')}): writes go to ${this.leader.name}. Fence the others.`)
+    if (writable.length > 1) {
+      this.#warn(
+        `More than one node accepts writes (${writable.map((node) => node.name).join(', ')}): writes go to ${this.leader.name}. Fence the others.`,
+      )
+    }
     this.emit('leader', { name: this.leader.name, url: this.leader.safeUrl, previous: previous.name })
   }
 
@@ -579,7 +582,9 @@ export class Router extends EventEmitter {
       if (!nodeUnreachable(error)) throw error
       this.nodeFailed(leader, error)
       throw new LeaderUnavailableError(
-        `The leader ${leader.safeUrl} went away during the transaction${neverConnected(error) ? ' before it began' : ', so it may or may not have committed'}: check before repeating it. Writes resume once a leader answers.`,
+        `The leader ${leader.safeUrl} went away during the transaction${
+          neverConnected(error) ? ' before it began' : ', so it may or may not have committed'
+        }: check before repeating it. Writes resume once a leader answers.`,
         { cause: error },
       )
     } finally {

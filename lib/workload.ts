@@ -26,11 +26,16 @@ export function writeBlog(sql: WorkloadSql, random: Random = Math.random): Promi
   return sql.begin(async (tx) => {
     const [blog] = await tx`insert into blogs (url) values (${`https://blog.example/${between(random, 1, 1e9)}`}) returning id`
     const postCount = between(random, 1, 5)
-    const posts = await tx`insert into posts ${tx(
-      Array.from({ length: postCount }, (_, i) => ({ blog_id: blog.id, title: `Post ${i + 1}`, content: 'Lorem ipsum '.repeat(between(random, 1, 20)) })),
-    )} returning id`
+    const posts = await tx`insert into posts ${
+      tx(
+        Array.from(
+          { length: postCount },
+          (_, i) => ({ blog_id: blog.id, title: `Post ${i + 1}`, content: 'Lorem ipsum '.repeat(between(random, 1, 20)) }),
+        ),
+      )
+    } returning id`
     const comments = posts.flatMap((post: { id: number }) =>
-      Array.from({ length: between(random, 0, 5) }, (_, i) => ({ post_id: post.id, author: `reader${i}`, content: 'Nice post.' })),
+      Array.from({ length: between(random, 0, 5) }, (_, i) => ({ post_id: post.id, author: `reader${i}`, content: 'Nice post.' }))
     )
     if (comments.length > 0) await tx`insert into comments ${tx(comments)}`
     return { blogId: Number(blog.id), posts: postCount, comments: comments.length }

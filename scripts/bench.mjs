@@ -98,7 +98,9 @@ try {
 }
 machine.loadAverageAtEnd = helpers.machine().loadAverage
 write()
-echo(chalk.dim(`\n${results.length} question(s) in ${((performance.now() - started) / 1000).toFixed(0)} s; results in ${relative(process.cwd(), out)}`))
+echo(
+  chalk.dim(`\n${results.length} question(s) in ${((performance.now() - started) / 1000).toFixed(0)} s; results in ${relative(process.cwd(), out)}`),
+)
 process.exitCode = results.some((result) => result.error) ? 1 : 0
 
 function write() {

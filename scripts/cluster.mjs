@@ -81,7 +81,9 @@ async function commandUp(dir) {
   const seconds = ((Date.now() - started) / 1000).toFixed(1)
   const where = displayDir(result.dir)
   if (argv.json) {
-    echo(JSON.stringify({ dir: result.dir, action: result.action, started: result.started, seconds: Number(seconds), nodes: nodeRows(result) }, null, 2))
+    echo(
+      JSON.stringify({ dir: result.dir, action: result.action, started: result.started, seconds: Number(seconds), nodes: nodeRows(result) }, null, 2),
+    )
     return 0
   }
   const headline = {
@@ -113,7 +115,13 @@ async function commandStatus(dir) {
     ])
     echo(table(['NODE', 'ROLE', 'STATE', 'PORT', 'PID', 'LAG BYTES', 'LAG MS'], rows))
     if (down.length > 0) echo(chalk.red(`Down: ${down.map((node) => node.name).join(', ')}. Start with \`npx zx scripts/cluster.mjs up\`.`))
-    if (lagging.length > 0) echo(chalk.yellow(`Not streaming: ${lagging.map((node) => `${node.name} (${node.state})`).join(', ')}; see its postgres.log in ${displayDir(result.dir)}.`))
+    if (lagging.length > 0) {
+      echo(
+        chalk.yellow(
+          `Not streaming: ${lagging.map((node) => `${node.name} (${node.state})`).join(', ')}; see its postgres.log in ${displayDir(result.dir)}.`,
+        ),
+      )
+    }
   }
   return result.healthy ? 0 : 1
 }
@@ -130,7 +138,9 @@ async function commandDestroy(dir) {
   const existed = existsSync(path)
   await busy('destroying the cluster', () => lib.cluster.destroy(dir))
   if (argv.json) echo(JSON.stringify({ destroyed: existed ? path : null }))
-  else echo(existed ? `Destroyed ${displayDir(path)}: servers stopped, directory removed.` : `Nothing to destroy: ${displayDir(path)} does not exist.`)
+  else {echo(
+      existed ? `Destroyed ${displayDir(path)}: servers stopped, directory removed.` : `Nothing to destroy: ${displayDir(path)} does not exist.`,
+    )}
   return 0
 }
 
@@ -141,7 +151,9 @@ async function docker(command, dir) {
     module = await import(new URL('../dist/cluster/docker.js', import.meta.url).href)
   } catch (error) {
     if (error?.code !== 'ERR_MODULE_NOT_FOUND') throw error
-    throw new lib.pgfollow.ConfigError('Docker support is not built (no dist/cluster/docker.js): run `npm run build`, or drop --docker for the local cluster.')
+    throw new lib.pgfollow.ConfigError(
+      'Docker support is not built (no dist/cluster/docker.js): run `npm run build`, or drop --docker for the local cluster.',
+    )
   }
   const report = progress()
   try {
@@ -158,7 +170,19 @@ async function docker(command, dir) {
       const urls = [result.descriptor.leader, ...result.descriptor.replicas].map((url) => lib.pgfollow.redactUrl(url))
       const names = ['leader', ...result.descriptor.replicas.map((_, i) => `replica${i + 1}`)]
       if (argv.json) {
-        echo(JSON.stringify({ dir: result.dir, file: result.file, stack: result.stack, nodes: names.map((name, i) => ({ name, url: urls[i] })), pgadminUrl: result.pgadminUrl }, null, 2))
+        echo(
+          JSON.stringify(
+            {
+              dir: result.dir,
+              file: result.file,
+              stack: result.stack,
+              nodes: names.map((name, i) => ({ name, url: urls[i] })),
+              pgadminUrl: result.pgadminUrl,
+            },
+            null,
+            2,
+          ),
+        )
         return 0
       }
       echo(chalk.green(`The Docker cluster (stack ${result.stack}) is up.`))
@@ -268,5 +292,3 @@ function displayDir(path) {
 function usageError(message) {
   return new lib.pgfollow.ConfigError(`${message} Run with --help for usage.`)
 }
-
-

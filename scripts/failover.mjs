@@ -64,10 +64,19 @@ async function main() {
   }
   echo(
     chalk.green(`Failover done in ${result.seconds.toFixed(1)} s: ${chalk.bold(result.promoted)} is the leader`) +
-      chalk.green(` (promoted at ${result.promotedLsn}; ${result.previous} was ${result.previousWasRunning ? 'running and was stopped cleanly' : 'down'}).`),
+      chalk.green(
+        ` (promoted at ${result.promotedLsn}; ${result.previous} was ${result.previousWasRunning ? 'running and was stopped cleanly' : 'down'}).`,
+      ),
   )
-  const rows = status.nodes.map((node) => [node.name, node.role, paint(node.state), node.port, node.pid ?? '-', node.lagBytes ?? '-', node.lagMs ?? '-'])
-  for (const line of lib.pgfollow.formatTable(['NODE', 'ROLE', 'STATE', 'PORT', 'PID', 'LAG BYTES', 'LAG MS'], rows).map((line, i) => (i === 0 ? chalk.bold(line) : line))) {
+  const rows = status.nodes.map((
+    node,
+  ) => [node.name, node.role, paint(node.state), node.port, node.pid ?? '-', node.lagBytes ?? '-', node.lagMs ?? '-'])
+  for (
+    const line of lib.pgfollow.formatTable(['NODE', 'ROLE', 'STATE', 'PORT', 'PID', 'LAG BYTES', 'LAG MS'], rows).map((
+      line,
+      i,
+    ) => (i === 0 ? chalk.bold(line) : line))
+  ) {
     echo(line)
   }
   if (result.recloned.length > 0) echo(chalk.yellow(`Re-cloned ${result.recloned.join(', ')}: they had WAL ${result.promoted} never received.`))
@@ -75,7 +84,11 @@ async function main() {
   if (rejoined) {
     echo(`${result.previous} is back as a replica of ${result.promoted} (re-cloned).`)
   } else {
-    echo(`${result.previous} is fenced: \`npx zx scripts/cluster.mjs up${dir === defaultDir() ? '' : ` --dir ${displayPath(dir)}`}\` brings it back as a replica of ${result.promoted} (re-cloned).`)
+    echo(
+      `${result.previous} is fenced: \`npx zx scripts/cluster.mjs up${
+        dir === defaultDir() ? '' : ` --dir ${displayPath(dir)}`
+      }\` brings it back as a replica of ${result.promoted} (re-cloned).`,
+    )
   }
   echo(chalk.dim(`Descriptor rewritten: ${displayPath(join(dir, 'cluster.json'))}`))
   return 0
@@ -118,4 +131,3 @@ function displayPath(path) {
   const shown = relative(process.cwd(), path)
   return shown === '' ? '.' : shown.startsWith('..') ? path : shown
 }
-

@@ -105,7 +105,11 @@ function print(snapshot, verdict, history, { redraw, intervalMs }) {
       'leader',
       paint(leader.state),
       leader.lsn ?? '-',
-      '', '', '', '', '',
+      '',
+      '',
+      '',
+      '',
+      '',
       leader.state === 'down' ? chalk.red(leader.error ?? '') : `${leader.connectedReplicas} replica(s) connected`,
     ],
     ...snapshot.replicas.map((replica) => [
@@ -137,9 +141,17 @@ function print(snapshot, verdict, history, { redraw, intervalMs }) {
     chalk.bold(lines[0]),
     ...lines.slice(1),
   ]
-  if (leader.moved) out.push(chalk.yellow(`${leader.name} leads, not the descriptor's leader: the descriptor is out of date (failover.mjs rewrites it).`))
+  if (leader.moved) {
+    out.push(chalk.yellow(`${leader.name} leads, not the descriptor's leader: the descriptor is out of date (failover.mjs rewrites it).`))
+  }
   for (const orphan of snapshot.orphanSlots) {
-    out.push(chalk.yellow(`Slot ${orphan.slot} (${orphan.active ? 'active' : 'inactive'}) belongs to no replica of the descriptor and retains ${pgfollow.formatBytes(orphan.retainedBytes)}.`))
+    out.push(
+      chalk.yellow(
+        `Slot ${orphan.slot} (${orphan.active ? 'active' : 'inactive'}) belongs to no replica of the descriptor and retains ${
+          pgfollow.formatBytes(orphan.retainedBytes)
+        }.`,
+      ),
+    )
   }
   for (const problem of verdict.problems) out.push((verdict.exitCode === 1 ? chalk.red : chalk.yellow)(problem))
   if (redraw) {
@@ -164,4 +176,3 @@ function paint(state) {
   if (state === 'down' || state === 'stopped') return chalk.red(state)
   return chalk.yellow(state)
 }
-

@@ -50,7 +50,10 @@ process.on('uncaughtException', (error) => {
   // catch it and it would end the experiment. The statement was already
   // rejected (and the tag retried or counted it), so note it and go on.
   // Anything else is a bug: print it and exit as Node would.
-  if (error instanceof TypeError && /reading 'write'/.test(error.message) && /nextWrite[\s\S]*postgres\/src\/connection\.js|postgres\/src\/connection\.js[\s\S]*nextWrite/.test(error.stack ?? '')) {
+  if (
+    error instanceof TypeError && /reading 'write'/.test(error.message) &&
+    /nextWrite[\s\S]*postgres\/src\/connection\.js|postgres\/src\/connection\.js[\s\S]*nextWrite/.test(error.stack ?? '')
+  ) {
     if (droppedWrites++ === 0) process.stderr.write(chalk.yellow('\npostgres.js wrote to a closed socket (porsager/postgres#1154); continuing.\n'))
     return
   }
@@ -121,7 +124,9 @@ async function preflight(sql) {
     await sql.leader`select 1 from posts limit 1`
   } catch (error) {
     if (error?.code === '42P01') {
-      throw new pgfollow.ConfigError('The blog tables do not exist on this cluster: run `npx zx scripts/migrate.mjs` first (`cluster.mjs up` migrates too).')
+      throw new pgfollow.ConfigError(
+        'The blog tables do not exist on this cluster: run `npx zx scripts/migrate.mjs` first (`cluster.mjs up` migrates too).',
+      )
     }
     throw error
   }
@@ -228,8 +233,14 @@ function printSummary(summary, report) {
       `write (one blog transaction) p50 ${pgfollow.formatMs(summary.writeP50Ms)}, p99 ${pgfollow.formatMs(summary.writeP99Ms)}. ` +
       `Max replica lag ${pgfollow.formatMs(summary.maxLagMs)}.`,
   )
-  const staleNote = summary.consistency === 'session' ? 'sessions read their writes' : 'replicas had not replayed them yet; --consistency session prevents that'
-  out(`Read-backs that missed the blog just written: ${summary.staleReads}${summary.staleReads > 0 || summary.consistency === 'session' ? ` (${staleNote})` : ''}.`)
+  const staleNote = summary.consistency === 'session'
+    ? 'sessions read their writes'
+    : 'replicas had not replayed them yet; --consistency session prevents that'
+  out(
+    `Read-backs that missed the blog just written: ${summary.staleReads}${
+      summary.staleReads > 0 || summary.consistency === 'session' ? ` (${staleNote})` : ''
+    }.`,
+  )
   for (const message of summary.errorSamples) out(chalk.red(`  error: ${message}`))
   if (report) out(`Report: ${displayPath(report)}`)
   if (argv.json) {
@@ -256,4 +267,3 @@ function displayPath(path) {
   const shown = relative(process.cwd(), path)
   return shown.startsWith('..') ? path : shown
 }
-

@@ -188,7 +188,10 @@ reasons('name the rule that fired', () => {
   assert.equal(classifyStatement('select 1'), { kind: 'read', reason: 'SELECT' })
   assert.equal(classifyStatement('select * from t for update skip locked'), { kind: 'write', reason: 'FOR UPDATE locks rows' })
   assert.equal(classifyStatement('select * from t for no key update'), { kind: 'write', reason: 'FOR NO KEY UPDATE locks rows' })
-  assert.equal(classifyStatement('with x as (insert into t default values returning *) select * from x'), { kind: 'write', reason: 'data-modifying CTE' })
+  assert.equal(classifyStatement('with x as (insert into t default values returning *) select * from x'), {
+    kind: 'write',
+    reason: 'data-modifying CTE',
+  })
   assert.equal(classifyStatement('select 1; delete from t'), { kind: 'write', reason: 'multiple statements' })
   assert.equal(classifyStatement('frobnicate'), { kind: 'write', reason: 'unknown statement' })
   assert.equal(classifyStatement(''), { kind: 'write', reason: 'empty statement' })
@@ -209,8 +212,7 @@ reasons.run()
 const speed = suite('classifyStatement speed')
 
 speed('classifies 10k statements of about 300 characters', () => {
-  const text =
-    'select p.id, p.title, p.body, c.id as comment_id, c.body as comment_body /* page of posts */ ' +
+  const text = 'select p.id, p.title, p.body, c.id as comment_id, c.body as comment_body /* page of posts */ ' +
     "from posts p left join comments c on c.post_id = p.id where p.blog_id = $1 and p.title <> 'draft; for update' " +
     'and p.created_at > $2 and p.published order by p.id desc, c.id limit $3 offset $4 -- paged posts'
   assert.ok(text.length >= 290 && text.length <= 320, `statement is ${text.length} characters`)

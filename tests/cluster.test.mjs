@@ -155,7 +155,14 @@ cluster('the replicator can replicate and cannot read tables', async () => {
     select rolreplication, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls,
            has_table_privilege('replicator', 'public.posts', 'select') as reads_posts
     from pg_roles where rolname = 'replicator'`
-  assert.equal({ ...role }, { rolreplication: true, rolsuper: false, rolcreatedb: false, rolcreaterole: false, rolbypassrls: false, reads_posts: false })
+  assert.equal({ ...role }, {
+    rolreplication: true,
+    rolsuper: false,
+    rolcreatedb: false,
+    rolcreaterole: false,
+    rolbypassrls: false,
+    reads_posts: false,
+  })
   // The replicas stream as this role (checked above); a database session is refused by pg_hba.
   const { replicatorPassword } = readState(c.dir)
   const replicator = client(`postgres://replicator:${encodeURIComponent(replicatorPassword)}@127.0.0.1:${c.ports[0]}/pgfollow`)

@@ -178,7 +178,9 @@ crash('cluster.mjs up brings the old leader back as a replica of the new one', a
   const [{ in_recovery }] = await oldLeader`select pg_is_in_recovery() as in_recovery`
   assert.is(in_recovery, true)
   // The tag reads from it again once its monitor sees it as a replica.
-  await eventually(() => sql.status().find((node) => node.url.includes(`:${old.port}/`))?.state === 'healthy', { what: 'the tag taking the old leader back' })
+  await eventually(() => sql.status().find((node) => node.url.includes(`:${old.port}/`))?.state === 'healthy', {
+    what: 'the tag taking the old leader back',
+  })
 
   const check = await script('lagcheck.mjs', ['--cluster', join(cluster.dir, 'cluster.json'), '--once', '--json'])
   assert.is(check.code, 0, check.stdout)

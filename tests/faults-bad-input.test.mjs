@@ -239,12 +239,18 @@ logins('a leader URL that points at a replica: writes find the real leader when 
     const [row] = await sql`insert into blogs (url) values ('leader found') returning inet_server_port() as port`
     assert.is(row.port, leaderPort, 'the write ran on the real leader')
     const roles = Object.fromEntries(sql.status().map((node) => [node.name, node.role]))
-    assert.equal(roles, { leader: 'replica', replica1: 'leader', replica2: 'replica' }, 'status names the real leader (the descriptor listed it as replica1)')
+    assert.equal(
+      roles,
+      { leader: 'replica', replica1: 'leader', replica2: 'replica' },
+      'status names the real leader (the descriptor listed it as replica1)',
+    )
     for (let i = 0; i < 6; i++) {
       const [read] = await sql`select inet_server_port() as port`
       assert.not.equal(read.port, leaderPort, 'reads stay on replicas')
     }
-    measured(`leader URL pointing at a replica (real leader listed as a replica): write moved to the real leader; events: ${warnings.join(' | ') || 'none'}`)
+    measured(
+      `leader URL pointing at a replica (real leader listed as a replica): write moved to the real leader; events: ${warnings.join(' | ') || 'none'}`,
+    )
   } finally {
     await sql.end({ timeout: 1 })
   }
@@ -364,7 +370,9 @@ cursor('a result far bigger than the heap streams through .cursor() in bounded m
   const heapGrowth = result.peakHeap - result.startHeap
   measured(
     `cursor(1000) over ${ROWS} rows (${mb(tableBytes)} table, ${mb(result.payload)} payload) from a replica in ${ms(result.ms)}, ` +
-      `in a process with a ${HEAP_CAP_MB} MB heap cap: peak RSS +${mb(rssGrowth)}, peak heap +${mb(heapGrowth)} (table created and replicated in ${ms(createdMs)})`,
+      `in a process with a ${HEAP_CAP_MB} MB heap cap: peak RSS +${mb(rssGrowth)}, peak heap +${mb(heapGrowth)} (table created and replicated in ${
+        ms(createdMs)
+      })`,
   )
   assert.is(result.rows, ROWS, 'every row arrived')
   assert.ok(result.ordered, 'in order, each once')
@@ -379,7 +387,11 @@ cursor('a result far bigger than the heap streams through .cursor() in bounded m
     JSON.stringify({ descriptor: cluster.descriptor, table: 'big_result', mode: 'all' }),
     60_000,
   )
-  measured(`the same rows read into one array under the same cap: ended by ${control.signal ?? `exit code ${control.code}`}${/heap out of memory/i.test(control.stderr) ? ', heap out of memory' : ''}`)
+  measured(
+    `the same rows read into one array under the same cap: ended by ${control.signal ?? `exit code ${control.code}`}${
+      /heap out of memory/i.test(control.stderr) ? ', heap out of memory' : ''
+    }`,
+  )
   assert.not.equal(control.code, 0, 'without a cursor the capped reader cannot hold the result: the cap is real')
   await leader`drop table big_result`
 })

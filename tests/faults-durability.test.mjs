@@ -171,7 +171,10 @@ synchronous('with the replicas lagging at the crash, still no acknowledged write
   assert.ok(result.names.startsWith('ANY 1 ('), `the new leader is synchronous too (${result.names})`)
   assert.equal(result.lost, [], 'no acknowledged write was lost')
   // At most the commits a replica had confirmed just before the pause; after that, commits wait.
-  assert.ok(result.ackedWhileLagging <= WRITERS, `${result.ackedWhileLagging} writes acknowledged while no replica received WAL (at most one in flight per writer)`)
+  assert.ok(
+    result.ackedWhileLagging <= WRITERS,
+    `${result.ackedWhileLagging} writes acknowledged while no replica received WAL (at most one in flight per writer)`,
+  )
 })
 
 synchronous.run()

@@ -22,7 +22,11 @@ sql.on('leader', (event) => leaderEvents.push({ ...event, at: Date.now() }))
 function runFailover(args) {
   const started = performance.now()
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(root, 'scripts/failover.mjs'), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: '0' } })
+    const child = spawn(process.execPath, [join(root, 'scripts/failover.mjs'), ...args], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, FORCE_COLOR: '0' },
+    })
     let stdout = ''
     let stderr = ''
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
@@ -96,7 +100,10 @@ leader('reads go on, writes fail fast, and failover.mjs brings writes back in th
     phase = 'after'
     const doneAt = Date.now()
     await until(() => writers.samples.some((s) => s.value.phase === 'after' && s.value.ok), 10_000, 'a write to succeed after failover')
-    const firstWriteAfter = Math.max(0, Math.min(...writers.samples.filter((s) => s.value.phase === 'after' && s.value.ok).map((s) => s.at + s.ms)) - doneAt)
+    const firstWriteAfter = Math.max(
+      0,
+      Math.min(...writers.samples.filter((s) => s.value.phase === 'after' && s.value.ok).map((s) => s.at + s.ms)) - doneAt,
+    )
     await sleep(1000)
     await Promise.all([readers.stop(), writers.stop()])
 
@@ -105,9 +112,15 @@ leader('reads go on, writes fail fast, and failover.mjs brings writes back in th
     const lastSecond = writers.samples.filter((s) => s.at > doneAt + firstWriteAfter + 50).map((s) => s.value)
     const readsDown = readers.samples.filter((s) => s.value.phase !== 'before')
     measured(
-      `leader SIGKILL: ${readers.errors.length} read errors / ${readers.samples.length + readers.errors.length} reads (${readsDown.length} while down or failing over); ` +
-        `${failures.length} writes refused while down (${wrongType.length} not LeaderUnavailableError, ${failures.filter((w) => /may or may not/.test(w.error.message)).length} broke in flight), slowest refusal ${ms(slowest)}, p50 ${ms(percentile(writeMs, 50))}; ` +
-        `failover.mjs ${ms(failover.ms)} (promoted ${result.promoted}); first write on the new leader ${ms(firstWriteAfter)} after it returned (${during.filter((w) => w.ok).length}/${during.length} writes ok while it ran), ` +
+      `leader SIGKILL: ${readers.errors.length} read errors / ${
+        readers.samples.length + readers.errors.length
+      } reads (${readsDown.length} while down or failing over); ` +
+        `${failures.length} writes refused while down (${wrongType.length} not LeaderUnavailableError, ${
+          failures.filter((w) => /may or may not/.test(w.error.message)).length
+        } broke in flight), slowest refusal ${ms(slowest)}, p50 ${ms(percentile(writeMs, 50))}; ` +
+        `failover.mjs ${ms(failover.ms)} (promoted ${result.promoted}); first write on the new leader ${ms(firstWriteAfter)} after it returned (${
+          during.filter((w) => w.ok).length
+        }/${during.length} writes ok while it ran), ` +
         `${after.filter((w) => w.ok).length}/${after.length} writes ok after failover`,
     )
     assert.equal(describeErrors(readers.errors), [], 'every read succeeded, before, during and after')
@@ -116,7 +129,10 @@ leader('reads go on, writes fail fast, and failover.mjs brings writes back in th
     assert.equal(wrongType.map((w) => `${w.error.name}: ${w.error.message}`).slice(0, 3), [], 'every refused write is a LeaderUnavailableError')
     assert.ok(slowest <= connectTimeout + 500, `every write failed within ${ms(slowest)} (limit connectTimeout ${connectTimeout} + 500 ms)`)
     assert.ok(firstWriteAfter < 3000, `writes came back ${ms(firstWriteAfter)} after failover, no restart`)
-    assert.ok(lastSecond.length > 0 && lastSecond.every((w) => w.ok && w.port === promotedPort), 'once back, every write succeeds on the promoted node')
+    assert.ok(
+      lastSecond.length > 0 && lastSecond.every((w) => w.ok && w.port === promotedPort),
+      'once back, every write succeeds on the promoted node',
+    )
     // A write refused as never sent did not happen; only one that broke in flight may have.
     const refusedUrls = failures.filter((w) => !/may or may not/.test(w.error.message)).map((w) => w.url)
     const [{ applied }] = await sql.leader`select count(*)::int as applied from blogs where url in ${sql(refusedUrls.length ? refusedUrls : ['-'])}`

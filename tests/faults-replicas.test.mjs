@@ -58,8 +58,12 @@ kill('a replica SIGKILLed under 2 writers and 100 readers costs the readers no e
     const before = readers.samples.filter((s) => s.at < killedAt).map((s) => s.ms)
     const during = readers.samples.filter((s) => s.at >= killedAt).map((s) => s.ms)
     measured(
-      `replica SIGKILL under 2 writers + 100 readers: ${readers.errors.length} reader errors / ${readers.samples.length + readers.errors.length} reads, ` +
-        `${writers.errors.length} writer errors / ${writers.samples.length} writes; read p50/p99 before ${ms(percentile(before, 50))}/${ms(percentile(before, 99))}, ` +
+      `replica SIGKILL under 2 writers + 100 readers: ${readers.errors.length} reader errors / ${
+        readers.samples.length + readers.errors.length
+      } reads, ` +
+        `${writers.errors.length} writer errors / ${writers.samples.length} writes; read p50/p99 before ${ms(percentile(before, 50))}/${
+          ms(percentile(before, 99))
+        }, ` +
         `during the 2 s after the kill ${ms(percentile(during, 50))}/${ms(percentile(during, 99))}, max ${ms(Math.max(...during))}`,
     )
     assert.equal(describeErrors(readers.errors), [], 'no reader saw an error')
@@ -97,7 +101,9 @@ stop('a replica stopped for 5 s is retired within two monitor intervals, serves 
   const STALENESS_TOLERANCE = 100 // event-loop delay between the read's answer and our Date.now()
   const sql = connect({ ...cluster.descriptor, ...FAST, monitorInterval, maxLag: { ms: maxLagMs }, readTimeout, ban: { base: 100, max: 500 } })
   const events = []
-  for (const name of ['retire', 'restore']) sql.on(name, (event) => event.name === 'replica1' && events.push({ event: name, at: Date.now(), reason: event.reason }))
+  for (const name of ['retire', 'restore']) {
+    sql.on(name, (event) => event.name === 'replica1' && events.push({ event: name, at: Date.now(), reason: event.reason }))
+  }
   let stoppedPid = null
   try {
     await sql.refresh()
@@ -137,13 +143,20 @@ stop('a replica stopped for 5 s is retired within two monitor intervals, serves 
     const servedByFrozen = readers.samples.filter((s) => s.value.port === replica1Port && s.at > retiredAt && s.at < restoredAt)
     measured(
       `replica SIGSTOP 5 s (monitorInterval ${monitorInterval} ms, maxLag ${maxLagMs} ms, readTimeout ${readTimeout} ms): ` +
-        `${retiredState} after ${retiredAfter} ms, restored ${restoredAfter} ms after SIGCONT (events: ${events.map((e) => `${e.event}/${e.reason} +${e.at - stoppedAt}`).join(', ')}); ${readers.errors.length} errors / ${after.length} reads since SIGSTOP, ` +
-        `stalest read ${ms(stalest.value.staleness)} (port ${stalest.value.port}); read p99 while frozen ${ms(percentile(frozen.map((s) => s.ms), 99))}, max ${ms(Math.max(...frozen.map((s) => s.ms)))}; ` +
+        `${retiredState} after ${retiredAfter} ms, restored ${restoredAfter} ms after SIGCONT (events: ${
+          events.map((e) => `${e.event}/${e.reason} +${e.at - stoppedAt}`).join(', ')
+        }); ${readers.errors.length} errors / ${after.length} reads since SIGSTOP, ` +
+        `stalest read ${ms(stalest.value.staleness)} (port ${stalest.value.port}); read p99 while frozen ${
+          ms(percentile(frozen.map((s) => s.ms), 99))
+        }, max ${ms(Math.max(...frozen.map((s) => s.ms)))}; ` +
         `${writer.samples.length} clock writes, ${writer.errors.length} errors`,
     )
     assert.equal(describeErrors(readers.errors), [], 'no reader saw an error')
     assert.equal(describeErrors(writer.errors), [], 'the clock writer saw no error')
-    assert.ok(retiredAfter <= 2 * monitorInterval + RETIRE_TOLERANCE, `replica1 left the reads ${retiredAfter} ms after SIGSTOP (limit ${2 * monitorInterval} + ${RETIRE_TOLERANCE} ms)`)
+    assert.ok(
+      retiredAfter <= 2 * monitorInterval + RETIRE_TOLERANCE,
+      `replica1 left the reads ${retiredAfter} ms after SIGSTOP (limit ${2 * monitorInterval} + ${RETIRE_TOLERANCE} ms)`,
+    )
     assert.is(servedByFrozen.length, 0, 'no read was served by replica1 between its retirement and its restoration')
     const tooStale = after.filter((s) => s.value.staleness > maxLagMs + STALENESS_TOLERANCE)
     assert.equal(
@@ -186,7 +199,8 @@ restart('a restarted replica resumes streaming from its slot, with the same data
     const [{ id: missedId }] = await leader`insert into blogs (url) values ('written while replica1 was down') returning id`
     await leader`select pg_switch_wal()`
     const [{ lsn: leaderLsn }] = await leader`select pg_current_wal_lsn()::text as lsn`
-    const [slotHeld] = await leader`select restart_lsn::text, (restart_lsn <= ${leaderLsn}::pg_lsn) as holds from pg_replication_slots where slot_name = 'pgfollow_replica1'`
+    const [slotHeld] =
+      await leader`select restart_lsn::text, (restart_lsn <= ${leaderLsn}::pg_lsn) as holds from pg_replication_slots where slot_name = 'pgfollow_replica1'`
     assert.ok(slotHeld.holds, `the slot kept WAL from ${slotHeld.restart_lsn} while the leader moved to ${leaderLsn}`)
 
     await up({ dir: cluster.dir })
@@ -200,7 +214,11 @@ restart('a restarted replica resumes streaming from its slot, with the same data
 
     client = replica()
     const [{ system_identifier: systemAfter }] = await client`select system_identifier::text from pg_control_system()`
-    await until(async () => (await client`select count(*)::int as n from blogs where id = ${missedId}`)[0].n === 1, 5000, 'the row written while down to reach replica1')
+    await until(
+      async () => (await client`select count(*)::int as n from blogs where id = ${missedId}`)[0].n === 1,
+      5000,
+      'the row written while down to reach replica1',
+    )
     await client.end({ timeout: 1 })
     assert.is(systemAfter, systemBefore, 'same system identifier')
     assert.is(statSync(dataDir).ino, dirInode, 'same data directory (inode)')
@@ -259,7 +277,9 @@ hanging('the connect timeout bounds every caller, and the node is banned', async
   const worst = Math.max(...latencies)
   measured(
     `wedged replica, connectTimeout ${connectTimeout} ms: ${readers.errors.length} errors / ${readers.samples.length} reads, ` +
-      `max read latency ${ms(worst)}, p99 ${ms(percentile(latencies, 99))}; node ${state}; ${wedged.accepted} connections accepted by the wedged port`,
+      `max read latency ${ms(worst)}, p99 ${
+        ms(percentile(latencies, 99))
+      }; node ${state}; ${wedged.accepted} connections accepted by the wedged port`,
   )
   assert.equal(describeErrors(readers.errors), [], 'no reader saw an error')
   assert.ok(['banned', 'down'].includes(state), `the wedged node is ${state}`)
@@ -274,7 +294,9 @@ hanging('the connect timeout bounds every caller, and the node is banned', async
   assert.ok(
     worst <= connectTimeout + TOLERANCE,
     `slowest read ${ms(worst)} (limit ${connectTimeout} + ${TOLERANCE} ms); ${late.length} reads over the limit, ` +
-      `the first started ${late[0] ? late[0].at - startedAt : '?'} ms after connect(): reads queued behind the wedged node's connecting pool wait for a second connect attempt (lib/router.ts, see the fault-suite report)`,
+      `the first started ${
+        late[0] ? late[0].at - startedAt : '?'
+      } ms after connect(): reads queued behind the wedged node's connecting pool wait for a second connect attempt (lib/router.ts, see the fault-suite report)`,
   )
 })
 

@@ -71,12 +71,14 @@ passwords('the shipped code holds no literal password (lib, scripts, infra, sql,
     })
   }
   // The scan must catch what it is for.
-  for (const [file, line] of [
-    ['lib/x.ts', "const options = { password: 'hunter2' }"],
-    ['scripts/x.mjs', "const url = 'postgres://postgres:postgres@127.0.0.1:5432/db'"],
-    ['infra/x.sh', 'export PGPASSWORD=secret'],
-    ['sql/x.sql', "CREATE ROLE app LOGIN PASSWORD 'app';"],
-  ]) {
+  for (
+    const [file, line] of [
+      ['lib/x.ts', "const options = { password: 'hunter2' }"],
+      ['scripts/x.mjs', "const url = 'postgres://postgres:postgres@127.0.0.1:5432/db'"],
+      ['infra/x.sh', 'export PGPASSWORD=secret'],
+      ['sql/x.sql', "CREATE ROLE app LOGIN PASSWORD 'app';"],
+    ]
+  ) {
     assert.ok(suspicious(file, line), `the scan flags ${line}`)
   }
   measured(`static scan for hard-coded passwords: ${files.length} tracked files, ${hits.length} hits`)
@@ -125,7 +127,10 @@ files('the descriptor, the state file and the standby settings are 0600; data di
   for (const name of nodes) {
     assert.is(mode(cluster.dataDir(name)), '700', `${name} data dir`)
     const autoConf = join(cluster.dataDir(name), 'postgresql.auto.conf')
-    assert.not.ok(statSync(autoConf).mode & 0o077, `${name} postgresql.auto.conf (primary_conninfo holds the replicator password) is ${mode(autoConf)}`)
+    assert.not.ok(
+      statSync(autoConf).mode & 0o077,
+      `${name} postgresql.auto.conf (primary_conninfo holds the replicator password) is ${mode(autoConf)}`,
+    )
   }
 })
 
@@ -149,7 +154,9 @@ files('every node listens on 127.0.0.1 only, with no unix socket', async () => {
     for (const line of text.trim().split('\n').slice(1)) {
       const [, local, , st] = line.trim().split(/\s+/)
       const [address, portHex] = local.split(':')
-      if (st === '0A' && cluster.ports.includes(parseInt(portHex, 16))) listening.push(`${file.endsWith('6') ? 'v6' : 'v4'} ${address}:${parseInt(portHex, 16)}`)
+      if (st === '0A' && cluster.ports.includes(parseInt(portHex, 16))) {
+        listening.push(`${file.endsWith('6') ? 'v6' : 'v4'} ${address}:${parseInt(portHex, 16)}`)
+      }
     }
   }
   assert.equal(listening.sort(), cluster.ports.map((port) => `v4 0100007F:${port}`).sort(), 'one listening socket per node, each on 127.0.0.1')
@@ -160,7 +167,9 @@ files('every node listens on 127.0.0.1 only, with no unix socket', async () => {
     return
   }
   const results = await Promise.all(cluster.ports.map((port) => tryConnect(external.address, port)))
-  measured(`listening: ${listening.length} sockets, all 127.0.0.1; connecting to ${external.address} on the node ports: ${[...new Set(results)].join(', ')}`)
+  measured(
+    `listening: ${listening.length} sockets, all 127.0.0.1; connecting to ${external.address} on the node ports: ${[...new Set(results)].join(', ')}`,
+  )
   for (const [i, result] of results.entries()) assert.is.not(result, 'connected', `port ${cluster.ports[i]} answers on ${external.address}`)
 })
 
@@ -211,7 +220,16 @@ roles('the replicator is LOGIN REPLICATION and nothing else: no superuser, no me
 })
 
 roles('the replicator can open a replication connection, but no database and no SQL', async () => {
-  const base = { host: '127.0.0.1', port: cluster.ports[0], user: 'replicator', password: secrets.replicator, max: 1, onnotice: () => {}, fetch_types: false, connect_timeout: 3 }
+  const base = {
+    host: '127.0.0.1',
+    port: cluster.ports[0],
+    user: 'replicator',
+    password: secrets.replicator,
+    max: 1,
+    onnotice: () => {},
+    fetch_types: false,
+    connect_timeout: 3,
+  }
   const physical = postgres({ ...base, database: 'postgres', connection: { replication: 'true' } })
   try {
     const [system] = await physical.unsafe('IDENTIFY_SYSTEM').simple()
@@ -226,7 +244,11 @@ roles('the replicator can open a replication connection, but no database and no 
     const client = postgres({ ...base, database, ...(replication ? { connection: { replication } } : {}) })
     const error = await client`select 1`.then(() => null, (caught) => caught)
     await client.end({ timeout: 1 })
-    assert.is(error?.code, '28000', `replicator into ${database}${replication ? ' (logical replication)' : ''} is rejected by pg_hba: ${error?.message}`)
+    assert.is(
+      error?.code,
+      '28000',
+      `replicator into ${database}${replication ? ' (logical replication)' : ''} is rejected by pg_hba: ${error?.message}`,
+    )
     refused.push(database + (replication ? ' (logical)' : ''))
   }
   measured(`replicator: IDENTIFY_SYSTEM ok, SQL refused (0A000), logins refused (28000) to ${refused.join(', ')}`)
@@ -272,7 +294,12 @@ leaks('not in status output, error messages, process lists, logs or any file of 
   const closed = new URL(replica1)
   closed.port = String(closedPort)
   // A tag with one good replica, one with a wrong password and one on a closed port (the real password).
-  const sql = connect({ leader: cluster.descriptor.leader, replicas: [replica1, wrongPassword.toString(), closed.toString()], monitorInterval: 100, connectTimeout: 500 })
+  const sql = connect({
+    leader: cluster.descriptor.leader,
+    replicas: [replica1, wrongPassword.toString(), closed.toString()],
+    monitorInterval: 100,
+    connectTimeout: 500,
+  })
   const dead = connect({ leader: closed.toString(), replicas: [], monitorInterval: 100, connectTimeout: 500 })
   const texts = {}
   try {
@@ -289,16 +316,20 @@ leaks('not in status output, error messages, process lists, logs or any file of 
       }
     }
     assert.is(errors.length, 3, 'the dead leader fails every statement')
-    texts['error messages'] = errors.map((error) => `${error.name}: ${error.message}\n${error.stack}\n${JSON.stringify(error)}\n${inspect(error, { depth: 10 })}`).join('\n')
+    texts['error messages'] = errors.map((error) =>
+      `${error.name}: ${error.message}\n${error.stack}\n${JSON.stringify(error)}\n${inspect(error, { depth: 10 })}`
+    ).join('\n')
     texts['dead status'] = JSON.stringify(dead.status())
     // The process list while the cluster, two tags and their connections are up.
     texts['ps -eo args'] = execFileSync('ps', ['-eo', 'args']).toString()
-    for (const [label, args] of Object.entries({
-      'cluster.mjs status': ['scripts/cluster.mjs', 'status', '--dir', cluster.dir],
-      'cluster.mjs status --json': ['scripts/cluster.mjs', 'status', '--json', '--dir', cluster.dir],
-      'lagcheck.mjs --once': ['scripts/lagcheck.mjs', '--once', '--cluster', join(cluster.dir, 'cluster.json')],
-      'lagcheck.mjs --once --json': ['scripts/lagcheck.mjs', '--once', '--json', '--cluster', join(cluster.dir, 'cluster.json')],
-    })) {
+    for (
+      const [label, args] of Object.entries({
+        'cluster.mjs status': ['scripts/cluster.mjs', 'status', '--dir', cluster.dir],
+        'cluster.mjs status --json': ['scripts/cluster.mjs', 'status', '--json', '--dir', cluster.dir],
+        'lagcheck.mjs --once': ['scripts/lagcheck.mjs', '--once', '--cluster', join(cluster.dir, 'cluster.json')],
+        'lagcheck.mjs --once --json': ['scripts/lagcheck.mjs', '--once', '--json', '--cluster', join(cluster.dir, 'cluster.json')],
+      })
+    ) {
       texts[label] = await runScript(args)
     }
   } finally {

@@ -77,8 +77,10 @@ async function setUp() {
   chmodSync(ctx.hbaFile, 0o644)
   ctx.flags = [
     ...infra.toServerFlags(infra.serverSettings({ listen: '127.0.0.1', replicaNames: ['replica1'], major: MAJOR })),
-    '-c', `hba_file=${ctx.hbaFile}`,
-    '-c', `unix_socket_directories=${ctx.socketDir}`,
+    '-c',
+    `hba_file=${ctx.hbaFile}`,
+    '-c',
+    `unix_socket_directories=${ctx.socketDir}`,
   ]
 
   // Leader: initdb, start, then the leader's init script, as the image's
@@ -182,7 +184,12 @@ entrypoint('a restart starts the same data directory without cloning and reuses 
 entrypoint('a replica that cannot reach the leader gives up with a clear message and clones nothing', async () => {
   const data = join(ctx.dir, 'unreachable', 'data')
   if (!asRoot) mkdirSync(join(ctx.dir, 'unreachable'))
-  const child = startEntrypoint({ PGDATA: data, PGFOLLOW_LEADER_PORT: String(await freePort()), PGFOLLOW_WAIT_SECONDS: '2' }, ['-D', data, '-p', String(await freePort())])
+  const child = startEntrypoint({ PGDATA: data, PGFOLLOW_LEADER_PORT: String(await freePort()), PGFOLLOW_WAIT_SECONDS: '2' }, [
+    '-D',
+    data,
+    '-p',
+    String(await freePort()),
+  ])
   const code = await exited(child, 20_000)
   assert.is(code, 1)
   assert.match(child.output(), /did not accept connections within 2s; nothing was cloned/)
@@ -308,7 +315,21 @@ function replicaSql(sql) {
 }
 
 function psql(port, sql) {
-  return run(join(BIN, 'psql'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+  return run(join(BIN, 'psql'), [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-U',
+    'postgres',
+    '-d',
+    'postgres',
+    '-XAtq',
+    '-v',
+    'ON_ERROR_STOP=1',
+    '-c',
+    sql,
+  ], {
     env: { PGPASSWORD: SUPERUSER_PASSWORD, PGCONNECT_TIMEOUT: '5' },
   }).stdout.trim()
 }
@@ -320,7 +341,9 @@ function run(command, args, { user, env = {} } = {}) {
     env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, LC_ALL: 'C', ...env },
     ...(user && asRoot ? { uid: user.uid, gid: user.gid } : {}),
   })
-  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${result.status ?? result.error}):\n${result.stdout}${result.stderr}`)
+  if (result.status !== 0) {
+    throw new Error(`${command} ${args.join(' ')} failed (${result.status ?? result.error}):\n${result.stdout}${result.stderr}`)
+  }
   return result
 }
 
@@ -361,4 +384,3 @@ function freePort() {
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
-

@@ -26,7 +26,11 @@ resources('the defaults make a leader, two replicas, pgAdmin, one network, three
   const built = await build(name)
   assert.equal(containerNames(built).sort(), [`${name}-leader`, `${name}-pgadmin`, `${name}-replica1`, `${name}-replica2`])
   assert.is(built.ofType('network:Network').length, 1)
-  assert.equal(built.ofType('volume:Volume').map((record) => record.inputs.name).sort(), [`${name}-leader-data`, `${name}-replica1-data`, `${name}-replica2-data`])
+  assert.equal(built.ofType('volume:Volume').map((record) => record.inputs.name).sort(), [
+    `${name}-leader-data`,
+    `${name}-replica1-data`,
+    `${name}-replica2-data`,
+  ])
   assert.equal(built.ofType('remoteImage:RemoteImage').map((record) => record.inputs.name).sort(), ['dpage/pgadmin4:9', 'postgres:18'])
   assert.not.ok(built.resources.some((record) => record.type === 'pulumi:providers:docker'), 'everything runs on the local engine')
 })
@@ -159,7 +163,13 @@ ports('more replicas than configured ports continue 10 apart, and every port dif
 ports('configured ports, pgAdmin port and bindAddress are used as given', async () => {
   const built = await build(fresh('custom'), { replicas: 3, leaderPort: 6000, replicaPorts: [6001, 6002], pgadminPort: 6050, bindAddress: '0.0.0.0' })
   const published = publishedPorts(built)
-  assert.equal([published.leader.external, published.replica1.external, published.replica2.external, published.replica3.external, published.pgadmin.external], [6000, 6001, 6002, 6012, 6050])
+  assert.equal([
+    published.leader.external,
+    published.replica1.external,
+    published.replica2.external,
+    published.replica3.external,
+    published.pgadmin.external,
+  ], [6000, 6001, 6002, 6012, 6050])
   for (const port of Object.values(published)) assert.is(port.ip, '0.0.0.0')
   const { leader } = await valueOf(built.cluster.descriptor)
   assert.is(new URL(leader).host, '127.0.0.1:6000', 'a wildcard bind is reached on loopback')
@@ -459,7 +469,10 @@ hosts('another Docker host without the addresses and networks it needs fails cle
   rejects({ hosts: { replica1: { docker: 'ssh://me@box2' } } }, /hosts\.replica1\.docker is set, so hosts\.replica1\.address must say/)
   rejects({ hosts: remote, allowedCidrs: ['10.0.0.0/24'] }, /set hosts\.leader\.address/)
   rejects({ hosts: { ...remote, leader: { address: '10.0.0.11' } }, allowedCidrs: ['10.0.0.0/24'] }, /the leader's port binds to 127\.0\.0\.1/)
-  rejects({ hosts: { ...remote, leader: { address: '10.0.0.11' } }, bindAddress: '0.0.0.0' }, /add the address range they connect from to allowedCidrs/)
+  rejects(
+    { hosts: { ...remote, leader: { address: '10.0.0.11' } }, bindAddress: '0.0.0.0' },
+    /add the address range they connect from to allowedCidrs/,
+  )
 })
 
 hosts.run()
@@ -490,7 +503,15 @@ config('Pulumi.yaml declares every config key with a description and a default e
 
 config('readClusterArgs reads each key, wraps passwords as secrets and leaves empty ones to be generated', async () => {
   setConfig(
-    { replicas: '3', replicaPorts: [6001, 6002, 6003], synchronous: 'first', pgadmin: 'false', bindAddress: '0.0.0.0', postgresPassword: 'fromConfig', replicatorPassword: '' },
+    {
+      replicas: '3',
+      replicaPorts: [6001, 6002, 6003],
+      synchronous: 'first',
+      pgadmin: 'false',
+      bindAddress: '0.0.0.0',
+      postgresPassword: 'fromConfig',
+      replicatorPassword: '',
+    },
     ['postgresPassword'],
   )
   try {

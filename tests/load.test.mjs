@@ -43,10 +43,26 @@ run.after(async () => {
 
 run('a 5 s run reads from every replica, writes on the leader only, and its counts match the database', async () => {
   const report = join(scratch, 'report.svg')
-  const { code, stdout, stderr } = await load(['--cluster', descriptorFile, '--duration', '5s', '--writers', '2', '--readers', '4', '--json', '--seed', '7', '--report', report])
+  const { code, stdout, stderr } = await load([
+    '--cluster',
+    descriptorFile,
+    '--duration',
+    '5s',
+    '--writers',
+    '2',
+    '--readers',
+    '4',
+    '--json',
+    '--seed',
+    '7',
+    '--report',
+    report,
+  ])
   assert.is(code, 0, stderr)
   const summary = summaryOf(stdout)
-  for (const key of ['reads', 'writes', 'errors', 'byNode', 'p50Ms', 'p99Ms', 'maxLagMs', 'durationS']) assert.ok(key in summary, `summary has ${key}`)
+  for (const key of ['reads', 'writes', 'errors', 'byNode', 'p50Ms', 'p99Ms', 'maxLagMs', 'durationS']) {
+    assert.ok(key in summary, `summary has ${key}`)
+  }
   assert.is(summary.errors, 0, summary.errorSamples.join('; '))
   assert.ok(summary.durationS >= 5 && summary.durationS < 8, `ran ${summary.durationS} s`)
 
@@ -59,7 +75,8 @@ run('a 5 s run reads from every replica, writes on the leader only, and its coun
   // Writes: all on the leader, and exactly the rows it holds.
   assert.ok(summary.writes >= 2, `${summary.writes} writes in 5 s with 2 writers`)
   assert.equal(summary.writesByNode, { leader: summary.writes, replica1: 0, replica2: 0 })
-  const [rows] = await leader`select (select count(*)::int from blogs) as blogs, (select count(*)::int from posts) as posts, (select count(*)::int from comments) as comments`
+  const [rows] =
+    await leader`select (select count(*)::int from blogs) as blogs, (select count(*)::int from posts) as posts, (select count(*)::int from comments) as comments`
   assert.equal(rows, { blogs: summary.writes, posts: summary.posts, comments: summary.comments })
 
   // The summary table goes to stderr with --json, so stdout stays one JSON line.
@@ -73,7 +90,19 @@ run('a 5 s run reads from every replica, writes on the leader only, and its coun
 })
 
 run('with --consistency session every writer reads its blog back', async () => {
-  const { code, stdout, stderr } = await load(['--cluster', descriptorFile, '--duration', '2s', '--writers', '2', '--readers', '2', '--consistency', 'session', '--json'])
+  const { code, stdout, stderr } = await load([
+    '--cluster',
+    descriptorFile,
+    '--duration',
+    '2s',
+    '--writers',
+    '2',
+    '--readers',
+    '2',
+    '--consistency',
+    'session',
+    '--json',
+  ])
   assert.is(code, 0, stderr)
   const summary = summaryOf(stdout)
   assert.is(summary.consistency, 'session')

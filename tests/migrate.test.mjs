@@ -54,7 +54,7 @@ migrations.after(async () => {
 
 migrations('applies files in name order, records their sha256, and returns once the replica replayed them', async () => {
   const files = {
-    '002_ledger_b.sql': 'insert into ledger_a (note) values (\'from b\');',
+    '002_ledger_b.sql': "insert into ledger_a (note) values ('from b');",
     '001_ledger_a.sql': 'create table ledger_a (note text);',
     'README.md': 'not a migration',
   }
@@ -155,7 +155,11 @@ migrations('waits for a delayed replica to replay, and says so when it takes too
   try {
     await new Promise((r) => setTimeout(r, 100))
     const started = Date.now()
-    const result = await migrate({ leader: c.descriptor.leader, replicas: c.descriptor.replicas, directory: folder({ '001_delayed.sql': 'create table delayed (id int);' }) })
+    const result = await migrate({
+      leader: c.descriptor.leader,
+      replicas: c.descriptor.replicas,
+      directory: folder({ '001_delayed.sql': 'create table delayed (id int);' }),
+    })
     assert.equal(result.applied, ['001_delayed.sql'])
     assert.ok(Date.now() - started >= 900, `returned after ${Date.now() - started} ms, before the delayed replay`)
     assert.is(await exists(replica, 'delayed'), true)

@@ -32,9 +32,12 @@ const files = readdirSync(testsDir)
 
 const runs = [
   ...(options.deno ? [] : files.map((file) => ({ runtime: 'node', file, command: process.execPath, args: [file] }))),
-  ...(options.node
-    ? []
-    : files.filter(isDenoFile).map((file) => ({ runtime: 'deno', file, command: join(root, 'node_modules', '.bin', 'deno'), args: ['run', '-A', file] }))),
+  ...(options.node ? [] : files.filter(isDenoFile).map((file) => ({
+    runtime: 'deno',
+    file,
+    command: join(root, 'node_modules', '.bin', 'deno'),
+    args: ['run', '-A', file],
+  }))),
 ]
 
 let current = null
@@ -129,7 +132,11 @@ function runFile(run, index) {
         result.note = [result.note, 'left processes running'].filter(Boolean).join('; ')
       }
       const mark = result.failed > 0 ? '✘' : '✔'
-      console.log(`${mark} ${name} (${run.runtime}): ${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped in ${seconds.toFixed(1)} s${result.note ? ` (${result.note})` : ''}`)
+      console.log(
+        `${mark} ${name} (${run.runtime}): ${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped in ${seconds.toFixed(1)} s${
+          result.note ? ` (${result.note})` : ''
+        }`,
+      )
       resolvePromise(result)
     }
     child.on('error', (error) => finish(null, error))
@@ -148,7 +155,9 @@ function judge(output, code, timedOut, spawnError) {
   const total = last('Total')
   const passed = last('Passed')
   const skipped = last('Skipped') ?? 0
-  if (total === null || passed === null) return { passed: 0, failed: 1, skipped: 0, note: timedOut ? 'timed out' : `no uvu summary, exit code ${code}` }
+  if (total === null || passed === null) {
+    return { passed: 0, failed: 1, skipped: 0, note: timedOut ? 'timed out' : `no uvu summary, exit code ${code}` }
+  }
   let failed = total - passed
   let note = ''
   if (timedOut) note = 'timed out'

@@ -4,7 +4,7 @@
 // 25006 fallback, tokens, status and typed errors.
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { connect, ConfigError, LeaderUnavailableError, NoReplicaError } from 'pgfollow'
+import { ConfigError, connect, LeaderUnavailableError, NoReplicaError } from 'pgfollow'
 import { startCluster } from './helpers/cluster.mjs'
 
 // One cluster for every suite of this file; the last suite stops it.
@@ -176,7 +176,9 @@ for (const balance of ['random', 'least-busy']) {
   balancing(`${balance} uses both replicas and never the leader`, async () => {
     const tag = connect({ ...cluster.descriptor, balance })
     try {
-      const ports = await Promise.all(Array.from({ length: 40 }, () => tag`select inet_server_port() as port, pg_sleep(0.005)`.then(([row]) => row.port)))
+      const ports = await Promise.all(
+        Array.from({ length: 40 }, () => tag`select inet_server_port() as port, pg_sleep(0.005)`.then(([row]) => row.port)),
+      )
       assert.not.ok(ports.includes(leaderPort()))
       for (const port of replicaPorts()) assert.ok(ports.includes(port), `${balance} used ${port}`)
     } finally {
@@ -214,7 +216,10 @@ errors('without replicas, reads fall back to the leader; with fallback off, sql.
 errors('a bad descriptor names the field and what to write', () => {
   assert.throws(() => connect({ leader: 'mysql://x', replicas: [] }), /"leader" must start with postgres:\/\//)
   assert.throws(() => connect({ leader: cluster.descriptor.leader, replicas: 'nope' }), /"replicas" must be an array/)
-  assert.throws(() => connect({ leader: cluster.descriptor.leader, replicas: [cluster.descriptor.leader] }), (error) => error instanceof ConfigError && /twice/.test(error.message))
+  assert.throws(
+    () => connect({ leader: cluster.descriptor.leader, replicas: [cluster.descriptor.leader] }),
+    (error) => error instanceof ConfigError && /twice/.test(error.message),
+  )
   assert.throws(() => connect({ ...cluster.descriptor, balance: 'fastest' }), /balance must be one of/)
 })
 

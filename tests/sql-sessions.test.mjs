@@ -66,7 +66,11 @@ readYourWrites('a caught-up session reads from replicas, not only the leader', a
   for (const replica of replicas) await setApplyDelay(replica, '0')
   const session = sql.session()
   const [row] = await session`insert into blogs (url) values ('caught-up') returning id`
-  await until(async () => (await Promise.all(replicas.map((r) => r`select 1 from blogs where id = ${row.id}`))).every((rows) => rows.length), 5000, 'replay')
+  await until(
+    async () => (await Promise.all(replicas.map((r) => r`select 1 from blogs where id = ${row.id}`))).every((rows) => rows.length),
+    5000,
+    'replay',
+  )
   const ports = []
   for (let i = 0; i < 6; i++) {
     const [read] = await session`select inet_server_port() as port from blogs where id = ${row.id}`

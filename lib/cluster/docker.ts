@@ -63,7 +63,9 @@ export async function dockerUp(options: DockerUpOptions = {}): Promise<DockerUpR
   const env = { ...(options.env ?? process.env) }
   await checkDockerPrerequisites(env)
   if (existsSync(join(dir, STATE_FILE))) {
-    throw new ConfigError(`${dir} holds a local cluster (${STATE_FILE}); its cluster.json would be overwritten. Use another --dir for the Docker cluster, or take the local one down first.`)
+    throw new ConfigError(
+      `${dir} holds a local cluster (${STATE_FILE}); its cluster.json would be overwritten. Use another --dir for the Docker cluster, or take the local one down first.`,
+    )
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const pulumiEnv = prepareBackend(dir, env)
@@ -118,7 +120,9 @@ export async function checkDockerPrerequisites(env: Record<string, string | unde
   const problems: string[] = []
   const pulumi = await run('pulumi', ['version'], env)
   if (pulumi.missing) {
-    problems.push('the Pulumi CLI: `pulumi` is not on PATH. Install it from https://www.pulumi.com/docs/iac/download-install/ (the npm packages are already installed; the CLI is a separate program).')
+    problems.push(
+      'the Pulumi CLI: `pulumi` is not on PATH. Install it from https://www.pulumi.com/docs/iac/download-install/ (the npm packages are already installed; the CLI is a separate program).',
+    )
   } else if (pulumi.code !== 0) {
     problems.push(`a working Pulumi CLI: \`pulumi version\` failed: ${firstLine(pulumi.stderr || pulumi.stdout)}`)
   }
@@ -126,7 +130,11 @@ export async function checkDockerPrerequisites(env: Record<string, string | unde
   if (docker.missing) {
     problems.push('a running Docker engine: `docker` is not on PATH. Install Docker Engine (or Docker Desktop) and start it.')
   } else if (docker.code !== 0) {
-    problems.push(`a running Docker engine: \`docker info\` failed (${firstLine(docker.stderr || docker.stdout)}). Start the engine, or set DOCKER_HOST to one that runs.`)
+    problems.push(
+      `a running Docker engine: \`docker info\` failed (${
+        firstLine(docker.stderr || docker.stdout)
+      }). Start the engine, or set DOCKER_HOST to one that runs.`,
+    )
   }
   if (problems.length > 0) {
     throw new ClusterError(
@@ -148,7 +156,9 @@ function stackConfig(options: DockerUpOptions): Record<string, string> {
   const replicas = options.replicas ?? (ports.length > 0 ? ports.length - 1 : undefined)
   if (replicas !== undefined) {
     if (!Number.isInteger(replicas) || replicas < 0) throw new ConfigError(`--replicas must be a whole number, 0 or more (got ${replicas}).`)
-    if (ports.length > replicas + 1) throw new ConfigError(`--ports lists ${ports.length} ports for a leader and ${replicas} replicas: give at most ${replicas + 1}.`)
+    if (ports.length > replicas + 1) {
+      throw new ConfigError(`--ports lists ${ports.length} ports for a leader and ${replicas} replicas: give at most ${replicas + 1}.`)
+    }
     config.replicas = String(replicas)
   }
   if (ports.length > 0) config.leaderPort = String(ports[0])

@@ -21,13 +21,13 @@ import { sqlText } from '../sqlfiles.ts'
 import { findBinaries } from './binaries.ts'
 import { createSlot } from './clone.ts'
 import {
-  type ClusterState,
   cloneReplica,
+  type ClusterState,
   descriptorOf,
   isRunning,
   leaderOf,
-  type NodeState,
   nodePaths,
+  type NodeState,
   nodeUrl,
   requireState,
   waitForStreaming,
@@ -82,9 +82,15 @@ export async function failover(options: FailoverOptions = {}): Promise<FailoverR
   const replicas = state.nodes.filter((node) => node.role === 'replica' && !node.fenced)
   if (options.promote !== undefined) {
     const named = state.nodes.find((node) => node.name === options.promote)
-    if (!named) throw new ConfigError(`--promote ${options.promote}: the cluster has no node of that name (it has ${state.nodes.map((node) => node.name).join(', ')}).`)
+    if (!named) {
+      throw new ConfigError(
+        `--promote ${options.promote}: the cluster has no node of that name (it has ${state.nodes.map((node) => node.name).join(', ')}).`,
+      )
+    }
     if (named === oldLeader) throw new ConfigError(`--promote ${options.promote}: that node is the leader already.`)
-    if (!replicas.includes(named)) throw new ConfigError(`--promote ${options.promote}: that node is fenced; bring it back with \`cluster.mjs up\` first.`)
+    if (!replicas.includes(named)) {
+      throw new ConfigError(`--promote ${options.promote}: that node is fenced; bring it back with \`cluster.mjs up\` first.`)
+    }
   }
   const running = replicas.filter((node) => isRunning(dir, node.name))
   if (running.length === 0) {
@@ -222,12 +228,16 @@ async function receivedPosition(state: ClusterState, node: NodeState): Promise<C
 function chooseCandidate(candidates: Candidate[], wanted?: string): Candidate {
   if (wanted !== undefined) {
     const named = candidates.find((c) => c.node.name === wanted)
-    if (!named) throw new ClusterError(`--promote ${wanted}: that replica is not running, so it cannot be promoted. Start it with \`cluster.mjs up\`.`)
+    if (!named) {
+      throw new ClusterError(`--promote ${wanted}: that replica is not running, so it cannot be promoted. Start it with \`cluster.mjs up\`.`)
+    }
     if (named.receivedLsn === null) throw new ClusterError(`--promote ${wanted}: that replica does not answer.`)
     return named
   }
   const answering = candidates.filter((c) => c.receivedLsn !== null)
-  if (answering.length === 0) throw new ClusterError('No running replica answers, so none can be promoted: see their postgres.log in the cluster dir.')
+  if (answering.length === 0) {
+    throw new ClusterError('No running replica answers, so none can be promoted: see their postgres.log in the cluster dir.')
+  }
   // Most WAL received wins; on a tie the first in the cluster's order, so the choice is predictable.
   return answering.reduce((best, c) => (c.receivedLsn! > best.receivedLsn! ? c : best))
 }

@@ -13,14 +13,14 @@ import { migrate } from '../migrate.ts'
 import {
   generatePassword,
   hbaLines,
-  REPLICATOR_ROLE,
   replicaName,
+  REPLICATOR_ROLE,
   scramVerifier,
   serverSettings,
   slotName,
   standbySettings,
-  type SynchronousMode,
   SYNCHRONOUS_MODES,
+  type SynchronousMode,
   toConfLines,
 } from '../replication.ts'
 import { renderPsqlVariables, sqlText } from '../sqlfiles.ts'
@@ -174,7 +174,9 @@ export function planPorts(ports: number[] | undefined, replicas: number | undefi
   const count = replicas ?? (ports ? ports.length - 1 : 2)
   const planned = ports ?? Array.from({ length: count + 1 }, (_, i) => DEFAULT_PORTS[i] ?? 5480 + 10 * (i - 1))
   if (planned.length !== count + 1) {
-    throw new ConfigError(`--ports lists ${planned.length} port(s) but the cluster has ${count + 1} nodes (a leader and ${count} replica(s)): give one port per node.`)
+    throw new ConfigError(
+      `--ports lists ${planned.length} port(s) but the cluster has ${count + 1} nodes (a leader and ${count} replica(s)): give one port per node.`,
+    )
   }
   for (const port of planned) {
     if (!Number.isInteger(port) || port < 1024 || port > 65535) {
@@ -290,7 +292,13 @@ function prepareDir(dir: string, user: ServerUser | null): void {
   assertReachable(user, dir, 'cluster directory')
 }
 
-async function initLeader(dir: string, state: ClusterState, binaries: Binaries, user: ServerUser | null, extra: Record<string, string>): Promise<void> {
+async function initLeader(
+  dir: string,
+  state: ClusterState,
+  binaries: Binaries,
+  user: ServerUser | null,
+  extra: Record<string, string>,
+): Promise<void> {
   const leader = leaderOf(state)
   const { home, dataDir } = makeNodeHome(dir, leader.name, user)
   const passwordFile = join(home, 'initdb.pw')
@@ -298,8 +306,10 @@ async function initLeader(dir: string, state: ClusterState, binaries: Binaries, 
   giveTo(user, passwordFile)
   try {
     const result = await run(user, binaries.initdb, [
-      '-D', dataDir,
-      '-U', state.superuser,
+      '-D',
+      dataDir,
+      '-U',
+      state.superuser,
       `--pwfile=${passwordFile}`,
       '--auth=scram-sha-256',
       '--encoding=UTF8',
@@ -402,7 +412,9 @@ export async function waitForStreaming(leaderUrl: string, names: string[], timeo
       const missing = names.filter((name) => !streaming.has(name))
       if (missing.length === 0) return
       if (Date.now() > deadline) {
-        throw new ClusterError(`${missing.join(', ')} did not reach "streaming" within ${timeoutMs / 1000} s: see its postgres.log in the cluster dir.`)
+        throw new ClusterError(
+          `${missing.join(', ')} did not reach "streaming" within ${timeoutMs / 1000} s: see its postgres.log in the cluster dir.`,
+        )
       }
       await new Promise((r) => setTimeout(r, 50))
     }
@@ -434,7 +446,9 @@ export async function destroy(dirOption?: string): Promise<void> {
 
 export function requireState(dir: string): ClusterState {
   const state = readState(dir)
-  if (!state) throw new ClusterError(`No pgfollow cluster in ${dir} (no ${STATE_FILE}). Create one with \`npx zx scripts/cluster.mjs up --dir ${dir}\`.`)
+  if (!state) {
+    throw new ClusterError(`No pgfollow cluster in ${dir} (no ${STATE_FILE}). Create one with \`npx zx scripts/cluster.mjs up --dir ${dir}\`.`)
+  }
   return state
 }
 

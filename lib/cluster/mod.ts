@@ -1,7 +1,8 @@
 /** The local cluster API (`pgfollow/cluster`): what scripts/cluster.mjs, tests and benchmarks use. */
-export { findBinaries, type Binaries } from './binaries.ts'
+export { type Binaries, findBinaries } from './binaries.ts'
 export {
   cloneReplica,
+  type ClusterState,
   DEFAULT_PORTS,
   descriptorOf,
   destroy,
@@ -10,22 +11,21 @@ export {
   leaderOf,
   nodePaths,
   nodePid,
+  type NodeState,
   nodeUrl,
   planPorts,
   readState,
   requireState,
   STATE_FILE,
   up,
+  type UpOptions,
+  type UpResult,
   waitForStreaming,
   writeStandbyConfig,
   writeState,
-  type ClusterState,
-  type NodeState,
-  type UpOptions,
-  type UpResult,
 } from './local.ts'
 export { freePort, isPortFree } from './ports.ts'
 export { isAlive, readPid, runningPid, startServer, stopServer } from './process.ts'
-export { status, type ClusterStatus, type NodeStatus } from './status.ts'
+export { type ClusterStatus, type NodeStatus, status } from './status.ts'
 export { serverUser } from './user.ts'
-export { failover, fence, type FailoverOptions, type FailoverResult } from './failover.ts'
+export { failover, type FailoverOptions, type FailoverResult, fence } from './failover.ts'

@@ -53,9 +53,23 @@ async function leaderView(dir: string, state: ClusterState): Promise<Map<string,
   }
 }
 
-async function nodeStatus(dir: string, state: ClusterState, node: ClusterState['nodes'][number], replication: Map<string, ReplicationRow> | null): Promise<NodeStatus> {
+async function nodeStatus(
+  dir: string,
+  state: ClusterState,
+  node: ClusterState['nodes'][number],
+  replication: Map<string, ReplicationRow> | null,
+): Promise<NodeStatus> {
   const url = nodeUrl(state, node)
-  const base: NodeStatus = { name: node.name, role: node.role, port: node.port, url: redactUrl(url), pid: nodePid(dir, node.name), state: 'down', lagBytes: null, lagMs: null }
+  const base: NodeStatus = {
+    name: node.name,
+    role: node.role,
+    port: node.port,
+    url: redactUrl(url),
+    pid: nodePid(dir, node.name),
+    state: 'down',
+    lagBytes: null,
+    lagMs: null,
+  }
   if (!base.pid) return base
   const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 3 })
   try {
