@@ -94,6 +94,18 @@ monotonic.after(async () => {
 monotonic('a session never goes back in time, also when the replica it read from dies', async () => {
   const [fresh, stale] = replicas
   await setApplyDelay(stale, '1h')
+  // The reload reaches the stale replica's startup process a moment later:
+  // only once a fresh write stays off it is the replica really stale.
+  await until(
+    async () => {
+      const [probe] = await sql.leader`insert into blogs (url) values ('delay probe') returning id`
+      await until(async () => (await fresh`select 1 from blogs where id = ${probe.id}`).length === 1, 5000, 'the fresh replica')
+      await new Promise((r) => setTimeout(r, 50))
+      return (await stale`select 1 from blogs where id = ${probe.id}`).length === 0
+    },
+    5000,
+    'the apply delay to hold back the stale replica',
+  )
   const [row] = await sql.leader`insert into blogs (url) values ('monotonic') returning id`
   await until(async () => (await fresh`select 1 from blogs where id = ${row.id}`).length === 1, 5000, 'the fresh replica')
 
