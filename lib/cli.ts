@@ -71,6 +71,12 @@ export function assertKnownFlags(argv: Record<string, unknown>, known: readonly 
   }
 }
 
+/** For scripts that take flags only: unknown flags and stray words are errors. */
+export function assertOnlyKnownFlags(argv: Record<string, unknown> & { _?: unknown[] }, known: readonly string[]): void {
+  assertKnownFlags(argv, known)
+  if (argv._ && argv._.length > 0) throw new ConfigError(`Unexpected argument ${argv._.join(' ')}. Run with --help for usage.`)
+}
+
 /** 0 B, 840 B, 12.3 kB, 4.0 MB (powers of 1024, as PostgreSQL's pg_size_pretty). */
 export function formatBytes(bytes: number | null | undefined): string {
   if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) return '-'

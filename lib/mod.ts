@@ -12,6 +12,7 @@ export { randomPage, readPage, seededRandom, type WorkloadSql, writeBlog, type W
 export { judgeLag, type LagLimits, LagProbe, type LagSnapshot, lagSnapshot, type LagVerdict, type LeaderLag, type ReplicaLag } from './lag.ts'
 export {
   assertKnownFlags,
+  assertOnlyKnownFlags,
   formatBytes,
   formatMs,
   formatTable,

@@ -44,8 +44,7 @@ async function main() {
     echo(USAGE)
     return 0
   }
-  lib.pgfollow.assertKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
-  if (argv._.length > 0) throw new lib.pgfollow.ConfigError(`Unexpected argument ${argv._.join(' ')}. Run with --help for usage.`)
+  lib.pgfollow.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
   const dir = clusterDir()
   const step = progress()
 

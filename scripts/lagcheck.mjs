@@ -45,8 +45,7 @@ async function main() {
     echo(USAGE)
     return 0
   }
-  pgfollow.assertKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
-  if (argv._.length > 0) throw new pgfollow.ConfigError(`Unexpected argument ${argv._.join(' ')}. Run with --help for usage.`)
+  pgfollow.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
   if (argv.once && (argv.watch || argv.count !== undefined)) {
     throw new pgfollow.ConfigError('--once is one look: it does not combine with --watch or --count.')
   }

@@ -67,8 +67,7 @@ async function main() {
     echo(USAGE)
     return 0
   }
-  pgfollow.assertKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
-  if (argv._.length > 0) throw new pgfollow.ConfigError(`Unexpected argument ${argv._.join(' ')}. Run with --help for usage.`)
+  pgfollow.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
   const writers = argv.writers === undefined ? 2 : pgfollow.parseCount(argv.writers, '--writers')
   const readers = argv.readers === undefined ? 100 : pgfollow.parseCount(argv.readers, '--readers')
   if (writers + readers === 0) throw new pgfollow.ConfigError('--writers 0 and --readers 0 leave nothing to run.')
