@@ -14,6 +14,7 @@ import { Monitor, unrefTimer, withTimeout } from './health.ts'
 import { maxLsn, parseLsn } from './lsn.ts'
 import { ClusterNode, type NodeState, type PgQuery } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
+import { PendingStatements } from './pending.ts'
 import type { SessionPosition } from './session.ts'
 
 /** Where a tag sends statements: by classification, or pinned. */
@@ -60,16 +61,6 @@ const UNREACHABLE_POSITION = (1n << 64n) - 1n
 const MAX_CACHED_TEXTS = 5_000
 const NOTHING_TRIED: readonly ClusterNode[] = []
 
-/** A statement in a pool, for the sweeper: when it started, and how to give up on it. */
-interface PendingStatement {
-  attempt: PgQuery
-  node: ClusterNode
-  startedAt: number
-  /** A replica read, bounded by readTimeout once sent. */
-  replicaRead: boolean
-  giveUp: (error: Error) => void
-}
-
 export class Router extends EventEmitter {
   readonly options: NormalizedOptions
   readonly nodes: ClusterNode[]
@@ -87,7 +78,7 @@ export class Router extends EventEmitter {
   /** Reused by #pickReplica: picking allocates nothing per statement. */
   readonly #candidates: ClusterNode[] = []
   /** Statements handed to a pool and not yet answered, watched by one sweeper instead of timers each. */
-  readonly #pending = new Set<PendingStatement>()
+  readonly #pending = new PendingStatements()
   readonly #sweeper: ReturnType<typeof setInterval>
 
   constructor(options: NormalizedOptions) {
@@ -296,21 +287,12 @@ export class Router extends EventEmitter {
     node.inFlight++
     let done = false
     const position = job.ctx.session ? this.#pipelinePosition(attempt, node) : null
-    const pending: PendingStatement = {
-      attempt,
-      node,
-      startedAt: Date.now(),
-      replicaRead: job.kind === 'read' && node !== this.leader,
-      giveUp: (error) => attempt.reject(error),
-    }
-    const finish = () => {
-      done = true
-      node.inFlight--
-      this.#pending.delete(pending)
-    }
+    const slot = this.#pending.add(attempt, node, job.kind === 'read' && node !== this.leader, Date.now())
     attempt.resolve = (result) => {
       if (done) return
-      finish()
+      done = true
+      node.inFlight--
+      this.#pending.remove(slot)
       node.served++
       node.lastAnsweredAt = Date.now()
       if (position && job.ctx.session) job.ctx.session.track(position()).then(() => job.settle.resolve(result))
@@ -318,12 +300,13 @@ export class Router extends EventEmitter {
     }
     attempt.reject = (error) => {
       if (done) return
-      finish()
+      done = true
+      node.inFlight--
+      this.#pending.remove(slot)
       node.errors++
       if (!nodeUnreachable(error)) node.lastAnsweredAt = Date.now()
       this.#onError(job, node, error).catch((failure) => job.settle.reject(failure))
     }
-    this.#pending.add(pending)
     node.handler(attempt)
   }
 
@@ -346,17 +329,16 @@ export class Router extends EventEmitter {
   #sweep(): void {
     const now = Date.now()
     const { connectTimeout, readTimeout } = this.options
-    for (const pending of this.#pending) {
-      const waited = now - pending.startedAt
-      const { attempt, node } = pending
-      if (pending.replicaRead && readTimeout > 0 && waited >= readTimeout) {
-        pending.giveUp(timeoutError(`${node.name} did not answer a read within ${readTimeout} ms`, 'PGFOLLOW_READ_TIMEOUT'))
+    this.#pending.forEach((attempt, node, startedAt, replicaRead) => {
+      const waited = now - startedAt
+      if (replicaRead && readTimeout > 0 && waited >= readTimeout) {
+        attempt.reject(timeoutError(`${node.name} did not answer a read within ${readTimeout} ms`, 'PGFOLLOW_READ_TIMEOUT'))
         if (!attempt.state) attempt.cancel()
-      } else if (!attempt.state && waited >= connectTimeout && node.lastAnsweredAt < pending.startedAt) {
-        pending.giveUp(timeoutError(`${node.name} did not accept a connection within ${connectTimeout} ms`, 'CONNECT_TIMEOUT'))
+      } else if (!attempt.state && waited >= connectTimeout && node.lastAnsweredAt < startedAt) {
+        attempt.reject(timeoutError(`${node.name} did not accept a connection within ${connectTimeout} ms`, 'CONNECT_TIMEOUT'))
         attempt.cancel()
       }
-    }
+    })
   }
 
   /**

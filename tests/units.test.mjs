@@ -14,6 +14,7 @@ const failures = await load('failures')
 const { createPicker } = await load('balance')
 const { validateDescriptor } = await load('config')
 const { ConfigError, redactUrl } = await load('errors')
+const { PendingStatements } = await load('pending')
 const { synchronousStandbyNames, serverSettings, hbaLines, primaryConninfo } = await load('replication')
 
 const leader = 'postgres://u:p@127.0.0.1:5432/db'
@@ -238,3 +239,55 @@ replication('primary_conninfo quotes what it must', () => {
 })
 
 replication.run()
+
+// ---
+const pending = suite('pending statements (the sweeper\'s table)')
+
+const visitAll = (table) => {
+  const seen = []
+  table.forEach((attempt, node, startedAt, replicaRead) => seen.push([attempt.id, node.name, startedAt, replicaRead]))
+  return seen
+}
+
+pending('keeps what is added until it is removed, and reuses freed slots', () => {
+  const table = new PendingStatements()
+  const node = { name: 'replica1' }
+  const a = table.add({ id: 'a' }, node, true, 10)
+  const b = table.add({ id: 'b' }, node, false, 20)
+  assert.equal(visitAll(table), [['a', 'replica1', 10, true], ['b', 'replica1', 20, false]])
+  table.remove(a)
+  table.remove(a) // a second remove of a settled statement changes nothing
+  assert.equal(visitAll(table), [['b', 'replica1', 20, false]])
+  assert.is(table.size, 1)
+  assert.is(table.add({ id: 'c' }, node, false, 30), a)
+  assert.is(table.size, 2)
+  table.remove(b)
+})
+
+pending('grows past its first slots without losing or mixing up statements', () => {
+  const table = new PendingStatements()
+  const nodes = [{ name: 'leader' }, { name: 'replica1' }]
+  const slots = Array.from({ length: 1000 }, (_, i) => table.add({ id: i }, nodes[i % 2], i % 3 === 0, i))
+  assert.is(new Set(slots).size, 1000)
+  for (let i = 0; i < 1000; i += 2) table.remove(slots[i])
+  const seen = visitAll(table)
+  assert.is(seen.length, 500)
+  assert.ok(seen.every(([id, name, startedAt, replicaRead]) => id % 2 === 1 && name === 'replica1' && startedAt === id && replicaRead === (id % 3 === 0)))
+})
+
+pending('a visitor may remove the statement it visits (the sweeper gives up on it)', () => {
+  const table = new PendingStatements()
+  const node = { name: 'replica1' }
+  const slots = new Map()
+  for (const id of ['a', 'b', 'c']) slots.set(id, table.add({ id }, node, true, 0))
+  const visited = []
+  table.forEach((attempt) => {
+    visited.push(attempt.id)
+    table.remove(slots.get(attempt.id))
+  })
+  assert.equal(visited, ['a', 'b', 'c'])
+  assert.is(table.size, 0)
+  assert.equal(visitAll(table), [])
+})
+
+pending.run()
