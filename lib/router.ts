@@ -23,15 +23,41 @@ export interface RouteContext {
   session?: SessionPosition
 }
 
-/** One statement on its way, across retries. */
-interface Job {
-  query: PgQuery
-  settle: { resolve: (value: unknown) => void; reject: (error: unknown) => void }
-  ctx: RouteContext
+// Positions read right behind a statement, on the same connection.
+const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
+const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
+/** A position no replica reaches: the session reads from the leader until it learns a real one. */
+const UNREACHABLE_POSITION = (1n << 64n) - 1n
+const MAX_CACHED_TEXTS = 5_000
+const NOTHING_TRIED: readonly ClusterNode[] = []
+
+/**
+ * One statement on its way, across retries. A class rather than an object
+ * literal, and nothing else per statement is a literal either: V8 tracks
+ * each literal's allocation site, and once a burst (100 statements queued
+ * while the pools connect) finds most of a site's objects alive, it
+ * allocates that site's objects in old space from then on. Dead jobs there
+ * kept their statements and results alive through every young collection,
+ * and the process ran a full mark-compact every few hundred milliseconds
+ * (BENCHMARKS.md, "Pretenured statements").
+ */
+class Job {
+  readonly query: PgQuery
+  readonly resolve: (value: unknown) => void
+  readonly reject: (error: unknown) => void
+  readonly ctx: RouteContext
   kind: StatementKind
-  /** Nodes this statement ran on and failed (a few at most: an array beats a Set per statement). */
-  tried: ClusterNode[]
-  leaderRetried: boolean
+  /** Nodes this statement ran on and failed (a few at most: an array beats a Set). */
+  tried: readonly ClusterNode[] = NOTHING_TRIED
+  leaderRetried = false
+
+  constructor(query: PgQuery, ctx: RouteContext, kind: StatementKind) {
+    this.query = query
+    this.resolve = query.resolve
+    this.reject = query.reject
+    this.ctx = ctx
+    this.kind = kind
+  }
 }
 
 /** What `sql.status()` reports per node. */
@@ -53,13 +79,6 @@ function timeoutError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code })
 }
 
-// Positions read right behind a statement, on the same connection.
-const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
-const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
-/** A position no replica reaches: the session reads from the leader until it learns a real one. */
-const UNREACHABLE_POSITION = (1n << 64n) - 1n
-const MAX_CACHED_TEXTS = 5_000
-const NOTHING_TRIED: readonly ClusterNode[] = []
 
 export class Router extends EventEmitter {
   readonly options: NormalizedOptions
@@ -108,15 +127,8 @@ export class Router extends EventEmitter {
 
   /** postgres.js calls this when a statement created by our tag is executed. */
   route(query: PgQuery, ctx: RouteContext): void {
-    const job: Job = {
-      query,
-      settle: { resolve: query.resolve, reject: query.reject },
-      ctx,
-      kind: ctx.intent === 'leader' ? 'write' : ctx.intent === 'replica' ? 'read' : this.kindOf(query),
-      tried: [],
-      leaderRetried: false,
-    }
-    this.#run(job, query)
+    const kind = ctx.intent === 'leader' ? 'write' : ctx.intent === 'replica' ? 'read' : this.kindOf(query)
+    this.#run(new Job(query, ctx, kind), query)
   }
 
   /**
@@ -127,10 +139,10 @@ export class Router extends EventEmitter {
   #run(job: Job, attempt: PgQuery): void {
     try {
       if (job.kind === 'write') this.#dispatch(job, attempt, this.requireLeader())
-      else if (job.ctx.session) this.#runSessionRead(job, attempt).catch((error) => job.settle.reject(error))
+      else if (job.ctx.session) this.#runSessionRead(job, attempt).catch((error) => job.reject(error))
       else this.#dispatch(job, attempt, this.#readNode(job, this.#pickReplica(null, job.tried)))
     } catch (error) {
-      job.settle.reject(error)
+      job.reject(error)
     }
   }
 
@@ -276,7 +288,6 @@ export class Router extends EventEmitter {
    * session's position, or retry elsewhere before the caller sees an error.
    */
   #dispatch(job: Job, attempt: PgQuery, node: ClusterNode): void {
-    job.tried.push(node)
     attempt.canceller = node.canceller
     if (attempt.cursorFn || attempt.forEachFn) {
       // Streams deliver rows as they come: a retry could repeat them, so they run once, as they are.
@@ -295,8 +306,8 @@ export class Router extends EventEmitter {
       this.#pending.remove(slot)
       node.served++
       node.lastAnsweredAt = Date.now()
-      if (position && job.ctx.session) job.ctx.session.track(position()).then(() => job.settle.resolve(result))
-      else job.settle.resolve(result)
+      if (position && job.ctx.session) job.ctx.session.track(position()).then(() => job.resolve(result))
+      else job.resolve(result)
     }
     attempt.reject = (error) => {
       if (done) return
@@ -305,7 +316,8 @@ export class Router extends EventEmitter {
       this.#pending.remove(slot)
       node.errors++
       if (!nodeUnreachable(error)) node.lastAnsweredAt = Date.now()
-      this.#onError(job, node, error).catch((failure) => job.settle.reject(failure))
+      job.tried = [...job.tried, node]
+      this.#onError(job, node, error).catch((failure) => job.reject(failure))
     }
     node.handler(attempt)
   }
