@@ -56,8 +56,14 @@ export class ClusterNode {
   lastError: string | null = null
   /** The last failure was a refused login: a configuration problem, not an outage. */
   loginRefused = false
-  /** When the server last answered anything (a statement, an SQL error, a health check): alive, if busy. */
+  /**
+   * When the server last answered anything (a statement, an SQL error, a
+   * health check): alive, if busy. Statements only count `answers`; the
+   * router's sweeper turns new answers into a time (no clock read per statement).
+   */
   lastAnsweredAt = 0
+  answers = 0
+  answersSeen = 0
 
   /** A replay-position query in flight, shared by every session waiting on this node. */
   refreshing: Promise<void> | null = null

@@ -79,7 +79,6 @@ function timeoutError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code })
 }
 
-
 export class Router extends EventEmitter {
   readonly options: NormalizedOptions
   readonly nodes: ClusterNode[]
@@ -97,7 +96,7 @@ export class Router extends EventEmitter {
   /** Reused by #pickReplica: picking allocates nothing per statement. */
   readonly #candidates: ClusterNode[] = []
   /** Statements handed to a pool and not yet answered, watched by one sweeper instead of timers each. */
-  readonly #pending = new PendingStatements()
+  readonly #pending: PendingStatements
   readonly #sweeper: ReturnType<typeof setInterval>
 
   constructor(options: NormalizedOptions) {
@@ -113,7 +112,10 @@ export class Router extends EventEmitter {
     this.#monitor = new Monitor(this)
     this.#monitor.start()
     const bounds = [options.connectTimeout, options.readTimeout].filter((ms) => ms > 0)
-    this.#sweeper = setInterval(() => this.#sweep(), Math.max(5, Math.min(...bounds) / 10))
+    // 20 sweeps per (shortest) timeout: a statement's wait is known to within a sweep, so timeouts fire at most ~10 % late.
+    const sweepEvery = Math.max(5, Math.min(...bounds) / 20)
+    this.#pending = new PendingStatements(Math.ceil(Math.max(...bounds) / sweepEvery) + 2)
+    this.#sweeper = setInterval(() => this.#sweep(), sweepEvery)
     unrefTimer(this.#sweeper)
   }
 
@@ -247,12 +249,26 @@ export class Router extends EventEmitter {
   }
 
   #pickReplica(position: bigint | null, tried: readonly ClusterNode[]): ClusterNode | null {
-    const candidates = this.#candidates
-    candidates.length = 0
+    // Count first: with one eligible replica (or none) there is nothing to balance and no list to build.
+    let eligible = 0
+    let last: ClusterNode | null = null
     for (const node of this.nodes) {
-      if (this.#isCandidate(node, tried) && (position === null || (node.replayLsn !== null && node.replayLsn >= position))) candidates.push(node)
+      if (this.#mayRead(node, position, tried)) {
+        eligible++
+        last = node
+      }
     }
-    return candidates.length > 0 ? this.#pick(candidates) : null
+    if (eligible <= 1) return last
+    const candidates = this.#candidates
+    let i = 0
+    for (const node of this.nodes) if (this.#mayRead(node, position, tried)) candidates[i++] = node
+    // Setting an array's length is a runtime call: only when the count changed.
+    if (candidates.length !== i) candidates.length = i
+    return this.#pick(candidates)
+  }
+
+  #mayRead(node: ClusterNode, position: bigint | null, tried: readonly ClusterNode[]): boolean {
+    return this.#isCandidate(node, tried) && (position === null || (node.replayLsn !== null && node.replayLsn >= position))
   }
 
   /** A causal read waits up to sessionWait for a replica to replay its position. */
@@ -298,14 +314,14 @@ export class Router extends EventEmitter {
     node.inFlight++
     let done = false
     const position = job.ctx.session ? this.#pipelinePosition(attempt, node) : null
-    const slot = this.#pending.add(attempt, node, job.kind === 'read' && node !== this.leader, Date.now())
+    const slot = this.#pending.add(attempt, node, job.kind === 'read' && node !== this.leader)
     attempt.resolve = (result) => {
       if (done) return
       done = true
       node.inFlight--
       this.#pending.remove(slot)
       node.served++
-      node.lastAnsweredAt = Date.now()
+      node.answers++
       if (position && job.ctx.session) job.ctx.session.track(position()).then(() => job.resolve(result))
       else job.resolve(result)
     }
@@ -315,7 +331,7 @@ export class Router extends EventEmitter {
       node.inFlight--
       this.#pending.remove(slot)
       node.errors++
-      if (!nodeUnreachable(error)) node.lastAnsweredAt = Date.now()
+      if (!nodeUnreachable(error)) node.answers++
       job.tried = [...job.tried, node]
       this.#onError(job, node, error).catch((failure) => job.reject(failure))
     }
@@ -323,17 +339,19 @@ export class Router extends EventEmitter {
   }
 
   /**
-   * Gives up on statements that waited too long, checked a few times per
-   * timeout by one interval rather than two timers per statement.
+   * Gives up on statements that waited too long, checked 20 times per
+   * (shortest) timeout by one interval rather than two timers per statement.
    *
-   * Not yet sent after connectTimeout, on a node that answered nothing
-   * meanwhile: postgres.js's connect_timeout bounds each connection attempt,
-   * not each caller, so statements queued behind a host that accepts but
-   * never answers would wait attempt after attempt. Such a statement is
-   * taken back (cancelled before it was sent, so it never runs) and fails as
-   * a connect timeout, which the router retries elsewhere. A node that
-   * answered anything meanwhile (a statement, the monitor) is busy, not
-   * stalled, and its queue is left alone.
+   * Not yet sent after connectTimeout, on a node that has answered nothing
+   * for connectTimeout: postgres.js's connect_timeout bounds each connection
+   * attempt, not each caller, so statements queued behind a host that
+   * accepts but never answers would wait attempt after attempt. Such a
+   * statement is taken back (cancelled before it was sent, so it never runs)
+   * and fails as a connect timeout, which the router retries elsewhere. A
+   * node that answered anything that recently (a statement, the monitor) is
+   * busy, not stalled, and its queue is left alone. Answers are stamped when
+   * the sweeper first sees them, never earlier than they came, so a node is
+   * never taken for silent longer than it was.
    *
    * A replica read unanswered after readTimeout, sent or not, is abandoned
    * and retried elsewhere (an unsent one is cancelled); a late answer is ignored.
@@ -341,12 +359,17 @@ export class Router extends EventEmitter {
   #sweep(): void {
     const now = Date.now()
     const { connectTimeout, readTimeout } = this.options
-    this.#pending.forEach((attempt, node, startedAt, replicaRead) => {
-      const waited = now - startedAt
+    for (const node of this.nodes) {
+      if (node.answers !== node.answersSeen) {
+        node.answersSeen = node.answers
+        node.lastAnsweredAt = Math.max(node.lastAnsweredAt, now)
+      }
+    }
+    this.#pending.sweep(now, (attempt, node, waited, replicaRead) => {
       if (replicaRead && readTimeout > 0 && waited >= readTimeout) {
         attempt.reject(timeoutError(`${node.name} did not answer a read within ${readTimeout} ms`, 'PGFOLLOW_READ_TIMEOUT'))
         if (!attempt.state) attempt.cancel()
-      } else if (!attempt.state && waited >= connectTimeout && node.lastAnsweredAt < startedAt) {
+      } else if (!attempt.state && waited >= connectTimeout && now - node.lastAnsweredAt >= connectTimeout) {
         attempt.reject(timeoutError(`${node.name} did not accept a connection within ${connectTimeout} ms`, 'CONNECT_TIMEOUT'))
         attempt.cancel()
       }

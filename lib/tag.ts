@@ -54,8 +54,9 @@ export function createSql(router: Router, ctx: RouteContext, pins = true): Route
   const handler = Object.assign((query: PgQuery) => router.route(query, ctx), { debug: false })
   const factory = router.factory as unknown as Tag
 
-  function sql(first: unknown, ...rest: unknown[]): unknown {
-    const made = (factory as unknown as (...args: unknown[]) => unknown)(first, ...rest)
+  function sql(): unknown {
+    // `arguments` passed on as they are: no rest array and spread per statement.
+    const made = Reflect.apply(factory as unknown as (...args: unknown[]) => unknown, undefined, arguments)
     // Identifiers and builders (sql('name'), sql(row)) are values, not statements: only queries are routed.
     if (made instanceof router.Query) (made as PgQuery).handler = handler
     return made

@@ -241,53 +241,73 @@ replication('primary_conninfo quotes what it must', () => {
 replication.run()
 
 // ---
-const pending = suite('pending statements (the sweeper\'s table)')
+const pending = suite("pending statements (the sweeper's table)")
 
-const visitAll = (table) => {
+/** Sweeps at `now` and lists what is pending: [id, node, waited at least, replica read]. */
+const sweepAll = (table, now) => {
   const seen = []
-  table.forEach((attempt, node, startedAt, replicaRead) => seen.push([attempt.id, node.name, startedAt, replicaRead]))
+  table.sweep(now, (attempt, node, waited, replicaRead) => seen.push([attempt.id, node.name, waited, replicaRead]))
   return seen
 }
 
 pending('keeps what is added until it is removed, and reuses freed slots', () => {
   const table = new PendingStatements()
   const node = { name: 'replica1' }
-  const a = table.add({ id: 'a' }, node, true, 10)
-  const b = table.add({ id: 'b' }, node, false, 20)
-  assert.equal(visitAll(table), [['a', 'replica1', 10, true], ['b', 'replica1', 20, false]])
+  const a = table.add({ id: 'a' }, node, true)
+  table.add({ id: 'b' }, node, false)
+  assert.equal(sweepAll(table, 1000), [['a', 'replica1', 0, true], ['b', 'replica1', 0, false]])
   table.remove(a)
   table.remove(a) // a second remove of a settled statement changes nothing
-  assert.equal(visitAll(table), [['b', 'replica1', 20, false]])
+  assert.equal(sweepAll(table, 1100), [['b', 'replica1', 100, false]])
   assert.is(table.size, 1)
-  assert.is(table.add({ id: 'c' }, node, false, 30), a)
+  assert.is(table.add({ id: 'c' }, node, false), a)
   assert.is(table.size, 2)
-  table.remove(b)
+})
+
+pending('a wait is never counted longer than it was, and at most one sweep shorter', () => {
+  const table = new PendingStatements(8)
+  const node = { name: 'replica1' }
+  table.add({ id: 'before any sweep' }, node, true)
+  sweepAll(table, 1000)
+  table.add({ id: 'after sweep 1' }, node, true) // came at some time in (1000, 1100)
+  assert.equal(sweepAll(table, 1100).map(([id, , waited]) => [id, waited]), [['before any sweep', 100], ['after sweep 1', 0]])
+  assert.equal(sweepAll(table, 1350).map(([id, , waited]) => [id, waited]), [['before any sweep', 350], ['after sweep 1', 250]])
+})
+
+pending('past the sweeps it keeps, a wait is counted from the oldest one kept (shorter, never longer)', () => {
+  const table = new PendingStatements(2)
+  const node = { name: 'replica1' }
+  sweepAll(table, 0)
+  table.add({ id: 'old' }, node, true) // came after 0: waited since 100 at least
+  for (const now of [100, 200, 300]) sweepAll(table, now)
+  const [[, , waited]] = sweepAll(table, 400)
+  assert.is(waited, 100) // the oldest kept sweep ran at 300; the true wait is 300-400
 })
 
 pending('grows past its first slots without losing or mixing up statements', () => {
   const table = new PendingStatements()
   const nodes = [{ name: 'leader' }, { name: 'replica1' }]
-  const slots = Array.from({ length: 1000 }, (_, i) => table.add({ id: i }, nodes[i % 2], i % 3 === 0, i))
+  const slots = Array.from({ length: 1000 }, (_, i) => table.add({ id: i }, nodes[i % 2], i % 3 === 0))
   assert.is(new Set(slots).size, 1000)
   for (let i = 0; i < 1000; i += 2) table.remove(slots[i])
-  const seen = visitAll(table)
+  const seen = sweepAll(table, 5)
   assert.is(seen.length, 500)
-  assert.ok(seen.every(([id, name, startedAt, replicaRead]) => id % 2 === 1 && name === 'replica1' && startedAt === id && replicaRead === (id % 3 === 0)))
+  assert.ok(seen.every(([id, name, , replicaRead]) => id % 2 === 1 && name === 'replica1' && replicaRead === (id % 3 === 0)))
 })
 
 pending('a visitor may remove the statement it visits (the sweeper gives up on it)', () => {
   const table = new PendingStatements()
   const node = { name: 'replica1' }
   const slots = new Map()
-  for (const id of ['a', 'b', 'c']) slots.set(id, table.add({ id }, node, true, 0))
+  for (const id of ['a', 'b', 'c']) slots.set(id, table.add({ id }, node, true))
   const visited = []
-  table.forEach((attempt) => {
+  table.sweep(0, (attempt) => {
     visited.push(attempt.id)
     table.remove(slots.get(attempt.id))
   })
   assert.equal(visited, ['a', 'b', 'c'])
   assert.is(table.size, 0)
-  assert.equal(visitAll(table), [])
+  assert.equal(sweepAll(table, 1), [])
 })
 
 pending.run()
