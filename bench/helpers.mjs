@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import process from 'node:process'
+import { constants as perfConstants, PerformanceObserver } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { run } from 'mitata'
 import postgres from 'postgres'
@@ -160,6 +161,8 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 // -----------------------------------------------------------------------------
 // Throughput harness
 
+const THROUGHPUT_CHILD = fileURLToPath(new URL('./throughput-child.mjs', import.meta.url))
+
 /**
  * `readers` concurrent loops call `read()` as fast as it answers. Nothing is
  * counted during the warm-up; then for `durationMs` every completed read is
@@ -188,6 +191,12 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
       }
     }
   }
+  // Full (mark-compact) collections while counting: a run that keeps promoting short-lived objects shows here.
+  let majorGcs = 0
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if (counting && entry.detail?.kind !== perfConstants.NODE_PERFORMANCE_GC_MINOR) majorGcs++
+  })
+  gcObserver.observe({ entryTypes: ['gc'] })
   const loops = Array.from({ length: readers }, loop)
   await sleep(warmupMs)
   counting = true
@@ -199,6 +208,7 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
   const seconds = (performance.now() - started) / 1000
   stopped = true
   await Promise.all(loops)
+  gcObserver.disconnect()
   const summary = latencySummary(latencies)
   // Client CPU per read (this process only: user + system µs): what the client side costs, whatever the neighbours do.
   const cpuUsPerRead = (cpu.user + cpu.system) / Math.max(1, reads)
@@ -210,6 +220,7 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
     p99: summary.p99,
     max: summary.max,
     cpuUsPerRead,
+    majorGcs,
     firstError: firstError?.message ?? null,
   }
 }
@@ -217,29 +228,26 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
 /**
  * Runs every variant `repeats` times, interleaved (A B C, B C A, …) so that a
  * noisy neighbour hurts every variant alike, and reports medians per variant.
- * A variant is `{ name, open }`: `open()` resolves with `{ read, close }`.
- * Every run gets fresh pools: postgres.js 3.4.9 slows down the longer a
- * pool stays saturated (BENCHMARKS.md, "postgres.js pools age"), so pools
- * of different ages would not compare.
+ * A variant is `{ name, setup }`: each run is a fresh Node process
+ * (throughput-child.mjs) that calls `openVariant(name, setup)` from `module`
+ * (the bench file's URL; `setup` must survive JSON) and resolves with
+ * `{ read, close }`. A process per run means fresh pools (postgres.js 3.4.9
+ * pools age, BENCHMARKS.md) and, above all, a fresh JIT: in one process the
+ * variant measured second inherits code V8 optimised for the first.
  */
-export async function compareThroughput(variants, { repeats, readers, warmupMs, durationMs, log = () => {} }) {
+export async function compareThroughput(variants, { module, repeats, readers, warmupMs, durationMs, log = () => {} }) {
   const results = new Map(variants.map((variant) => [variant.name, []]))
   for (let round = 0; round < repeats; round++) {
     for (let i = 0; i < variants.length; i++) {
       const variant = variants[(i + round) % variants.length]
-      const { read, close } = await variant.open()
-      let result
-      try {
-        // Open every connection first (one read per reader at once): connecting is not what we measure.
-        await Promise.all(Array.from({ length: readers }, read))
-        result = await throughput({ readers, warmupMs, durationMs, read })
-      } finally {
-        await close()
-      }
+      const spec = { module, variant: variant.name, setup: variant.setup ?? {}, readers, warmupMs, durationMs }
+      const result = await runNodeJson(THROUGHPUT_CHILD, [], { env: { PGFOLLOW_BENCH_RUN: JSON.stringify(spec) } })
       log(
         `  ${variant.name} run ${round + 1}/${repeats}: ${result.readsPerSecond.toFixed(0)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${
           result.p99.toFixed(2)
-        } ms, client CPU ${result.cpuUsPerRead.toFixed(1)} µs/read${result.errors ? `, ${result.errors} errors (${result.firstError})` : ''}`,
+        } ms, client CPU ${result.cpuUsPerRead.toFixed(1)} µs/read, ${result.majorGcs} major GCs${
+          result.errors ? `, ${result.errors} errors (${result.firstError})` : ''
+        }`,
       )
       results.get(variant.name).push(result)
     }
@@ -248,8 +256,10 @@ export async function compareThroughput(variants, { repeats, readers, warmupMs, 
     variants.map((variant) => {
       const runs = results.get(variant.name)
       return [variant.name, {
-        ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors', 'cpuUsPerRead']),
+        ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors', 'cpuUsPerRead', 'majorGcs']),
         firstError: runs.find((r) => r.firstError)?.firstError ?? null,
+        // What each run's close() reported (per-replica shares and the like), in run order.
+        extras: runs.map((r) => r.extra),
       }]
     }),
   )

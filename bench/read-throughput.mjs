@@ -17,36 +17,36 @@ const POOL_MAX = 10 // per replica, for the tag and for raw round-robin: 20 conn
 const PGPOOL_SHARED = 20 // the same 20 client connections, through pgpool
 const PGPOOL_PER_READER = READERS // one connection per reader, as an app with a 100-connection pool would use pgpool
 
+const pages = () => {
+  const random = seededRandom(23)
+  return () => randomPage(random)
+}
+
+/** A throughput variant, opened in a process of its own (bench/throughput-child.mjs). */
+export async function openVariant(name, { leader, replicas, pgpoolUrl, max }) {
+  const page = pages()
+  if (name === 'tag') {
+    const sql = connect({ leader, replicas, postgres: { max: POOL_MAX } })
+    await sql.refresh()
+    return { read: () => readPage(sql, page()), close: () => sql.end({ timeout: 5 }) }
+  }
+  if (name === 'raw-round-robin') {
+    const pools = replicas.map((url) => postgres(url, { max: POOL_MAX, onnotice: () => {} }))
+    let next = 0
+    return {
+      read: () => readPage(pools[next++ % pools.length], page()),
+      close: () => Promise.all(pools.map((pool) => pool.end({ timeout: 5 }))),
+    }
+  }
+  const pool = postgres(pgpoolUrl, { max, onnotice: () => {} })
+  return { read: () => readPage(pool, page()), close: () => pool.end({ timeout: 5 }) }
+}
+
 export async function measure({ cluster, quick, log }) {
   const { leader, replicas } = cluster.descriptor
-  const pages = () => {
-    const random = seededRandom(23)
-    return () => randomPage(random)
-  }
   const variants = [
-    {
-      name: 'tag',
-      label: `pgfollow tag (max ${POOL_MAX} per replica)`,
-      open: async () => {
-        const sql = connect({ leader, replicas, postgres: { max: POOL_MAX } })
-        await sql.refresh()
-        const page = pages()
-        return { read: () => readPage(sql, page()), close: () => sql.end({ timeout: 5 }) }
-      },
-    },
-    {
-      name: 'raw-round-robin',
-      label: `raw postgres.js round-robin (max ${POOL_MAX} per replica)`,
-      open: () => {
-        const pools = replicas.map((url) => postgres(url, { max: POOL_MAX, onnotice: () => {} }))
-        const page = pages()
-        let next = 0
-        return {
-          read: () => readPage(pools[next++ % pools.length], page()),
-          close: () => Promise.all(pools.map((pool) => pool.end({ timeout: 5 }))),
-        }
-      },
-    },
+    { name: 'tag', label: `pgfollow tag (max ${POOL_MAX} per replica)`, setup: { leader, replicas } },
+    { name: 'raw-round-robin', label: `raw postgres.js round-robin (max ${POOL_MAX} per replica)`, setup: { replicas } },
   ]
 
   const pgpool = await startPgpool(cluster.descriptor, { children: PGPOOL_PER_READER + 10 })
@@ -62,11 +62,7 @@ export async function measure({ cluster, quick, log }) {
       variants.push({
         name,
         label: `pgpool-II ${pgpool.version?.match(/\d+\.\d+\.\d+/)?.[0] ?? ''} (postgres.js max ${max} to pgpool)`,
-        open: () => {
-          const pool = postgres(pgpool.url, { max, onnotice: () => {} })
-          const page = pages()
-          return { read: () => readPage(pool, page()), close: () => pool.end({ timeout: 5 }) }
-        },
+        setup: { pgpoolUrl: pgpool.url, max },
       })
     }
   }
@@ -74,7 +70,7 @@ export async function measure({ cluster, quick, log }) {
   const timing = quick ? { repeats: 1, warmupMs: 1000, durationMs: 3000 } : { repeats: 5, warmupMs: 1000, durationMs: 4000 }
   let result
   try {
-    result = await compareThroughput(variants, { readers: READERS, ...timing, log })
+    result = await compareThroughput(variants, { module: import.meta.url, readers: READERS, ...timing, log })
   } finally {
     if (!pgpool.skipped) await pgpool.stop()
   }

@@ -23,21 +23,29 @@ const QUERIES = {
   },
 }
 
+const openRaw = (replica) => postgres(replica, { max: POOL_MAX, onnotice: () => {} })
+const openTag = async (leader, replica) => {
+  const sql = connect({ leader, replicas: [replica], postgres: { max: POOL_MAX } })
+  await sql.refresh()
+  return sql
+}
+
+/** A throughput variant, opened in a process of its own (bench/throughput-child.mjs). */
+export async function openVariant(name, { leader, replica, query }) {
+  const pool = name === 'tag' ? await openTag(leader, replica) : openRaw(replica)
+  const read = QUERIES[query]()
+  return { read: () => read(pool), close: () => pool.end({ timeout: 5 }) }
+}
+
 export async function measure({ cluster, quick, log }) {
   const { leader, replicas } = cluster.descriptor
   const replica = replicas[0]
-  const openRaw = () => postgres(replica, { max: POOL_MAX, onnotice: () => {} })
-  const openTag = async () => {
-    const sql = connect({ leader, replicas: [replica], postgres: { max: POOL_MAX } })
-    await sql.refresh()
-    return sql
-  }
 
   // Serial latency: one statement at a time, so the difference is the tag's
   // own work per call. Serial use keeps each pool on one connection, which
   // also keeps postgres.js's queues from ageing (see pool-aging.mjs).
-  const raw = await openRaw()
-  const sql = await openTag()
+  const raw = openRaw(replica)
+  const sql = await openTag(leader, replica)
   let latency
   try {
     for (const tag of [raw, sql]) {
@@ -103,20 +111,18 @@ export async function measure({ cluster, quick, log }) {
     await Promise.all([raw.end({ timeout: 5 }), sql.end({ timeout: 5 })])
   }
 
-  // Throughput: 100 readers on one replica through each, fresh pools per run.
+  // Throughput: 100 readers on one replica through each, a fresh process per run.
   const timing = quick ? { repeats: 1, warmupMs: 1000, durationMs: 3000 } : { repeats: 5, warmupMs: 1000, durationMs: 4000 }
   const throughput = []
   for (const query of Object.keys(QUERIES)) {
     log(`throughput, ${query}, ${READERS} readers:`)
-    const variant = (name, open) => ({
-      name,
-      open: async () => {
-        const pool = await open()
-        const read = QUERIES[query]()
-        return { read: () => read(pool), close: () => pool.end({ timeout: 5 }) }
-      },
+    const setup = { leader, replica, query }
+    const result = await compareThroughput([{ name: 'raw', setup }, { name: 'tag', setup }], {
+      module: import.meta.url,
+      readers: READERS,
+      ...timing,
+      log,
     })
-    const result = await compareThroughput([variant('raw', openRaw), variant('tag', openTag)], { readers: READERS, ...timing, log })
     throughput.push({
       query,
       rawReadsPerSecond: round(result.raw.readsPerSecond, 0),

@@ -24,41 +24,70 @@ const STARVE = { stopMs: 7, runMs: 3 }
 const APPLY_DELAY = '2s'
 const MAX_LAG_MS = 1000
 
+/**
+ * One balancing variant (`name` is the balance) in a process of its own
+ * (bench/throughput-child.mjs); close() reports each node's share of the reads.
+ */
+export async function openVariant(balance, { scenario, leader, replicas }) {
+  if (scenario === 'cpu-starved') {
+    const sql = connect({ leader, replicas, balance, postgres: { max: POOL_MAX } })
+    await sql.refresh()
+    const random = seededRandom(31)
+    const read = () => readPage(sql, randomPage(random))
+    // Open every connection, then starve replica2's backends (they exist only now).
+    await Promise.all(Array.from({ length: READERS }, read))
+    const stopStarving = await starve(replicas[1], STARVE)
+    const before = served(sql)
+    return {
+      read,
+      close: async () => {
+        const share = shares(before, served(sql))
+        await stopStarving()
+        await sql.end({ timeout: 5 })
+        return share
+      },
+    }
+  }
+  const sql = connect({ leader, replicas, balance, maxLag: { ms: MAX_LAG_MS }, monitorInterval: 250, postgres: { max: POOL_MAX } })
+  // A new tag knows the leader's positions only from its own start, so
+  // it can see a time lag of at most its own age: wait past maxLag.
+  await sleep(MAX_LAG_MS + 500)
+  await sql.refresh()
+  const random = seededRandom(41)
+  const before = served(sql)
+  return {
+    read: () => readPage(sql, randomPage(random)),
+    close: async () => {
+      const share = { ...shares(before, served(sql)), replica2State: sql.status()[2].state, replica2LagMs: sql.status()[2].lagMs }
+      await sql.end({ timeout: 5 })
+      return share
+    },
+  }
+}
+
+const BALANCES = ['round-robin', 'least-busy']
+
 export async function measure({ cluster, quick, log }) {
   const { leader, replicas } = cluster.descriptor
   const timing = quick ? { repeats: 1, warmupMs: 1000, durationMs: 3000 } : { repeats: 3, warmupMs: 1500, durationMs: 5000 }
+  const compare = (scenario) =>
+    compareThroughput(BALANCES.map((name) => ({ name, setup: { scenario, leader, replicas } })), {
+      module: import.meta.url,
+      readers: READERS,
+      ...timing,
+      log,
+    })
   const scenarios = []
 
   // CPU-starved replica2.
-  {
-    const shareRuns = new Map([['round-robin', []], ['least-busy', []]])
-    const variants = [...shareRuns.keys()].map((balance) => ({
-      name: balance,
-      open: async () => {
-        const sql = connect({ leader, replicas, balance, postgres: { max: POOL_MAX } })
-        await sql.refresh()
-        const random = seededRandom(31)
-        const read = () => readPage(sql, randomPage(random))
-        // Open every connection, then starve replica2's backends (they exist only now).
-        await Promise.all(Array.from({ length: READERS }, read))
-        const stopStarving = await starve(replicas[1], STARVE)
-        const before = served(sql)
-        return {
-          read,
-          close: async () => {
-            shareRuns.get(balance).push(shares(before, served(sql)))
-            await stopStarving()
-            await sql.end({ timeout: 5 })
-          },
-        }
-      },
-    }))
-    log('skew: replica2 CPU-starved')
-    const result = await compareThroughput(variants, { readers: READERS, ...timing, log })
-    scenarios.push(
-      summarize('cpu-starved replica2', `client backends of replica2 SIGSTOP ${STARVE.stopMs} ms / SIGCONT ${STARVE.runMs} ms`, result, shareRuns),
-    )
-  }
+  log('skew: replica2 CPU-starved')
+  scenarios.push(
+    summarize(
+      'cpu-starved replica2',
+      `client backends of replica2 SIGSTOP ${STARVE.stopMs} ms / SIGCONT ${STARVE.runMs} ms`,
+      await compare('cpu-starved'),
+    ),
+  )
 
   // Apply-delayed replica2, with a writer making WAL.
   {
@@ -77,38 +106,12 @@ export async function measure({ cluster, quick, log }) {
       await admin.unsafe(`alter system set recovery_min_apply_delay = '${APPLY_DELAY}'`)
       await admin`select pg_reload_conf()`
       await sleep(2500) // let the delay build up
-      const shareRuns = new Map([['round-robin', []], ['least-busy', []]])
-      const variants = [...shareRuns.keys()].map((balance) => ({
-        name: balance,
-        open: async () => {
-          const sql = connect({ leader, replicas, balance, maxLag: { ms: MAX_LAG_MS }, monitorInterval: 250, postgres: { max: POOL_MAX } })
-          // A new tag knows the leader's positions only from its own start, so
-          // it can see a time lag of at most its own age: wait past maxLag.
-          await sleep(MAX_LAG_MS + 500)
-          await sql.refresh()
-          const random = seededRandom(41)
-          const before = served(sql)
-          return {
-            read: () => readPage(sql, randomPage(random)),
-            close: async () => {
-              shareRuns.get(balance).push({
-                ...shares(before, served(sql)),
-                replica2State: sql.status()[2].state,
-                replica2LagMs: sql.status()[2].lagMs,
-              })
-              await sql.end({ timeout: 5 })
-            },
-          }
-        },
-      }))
       log(`skew: replica2 apply-delayed by ${APPLY_DELAY}, tag maxLag.ms = ${MAX_LAG_MS}`)
-      const result = await compareThroughput(variants, { readers: READERS, ...timing, log })
       scenarios.push(
         summarize(
           'apply-delayed replica2',
           `recovery_min_apply_delay = ${APPLY_DELAY} on replica2, a writer on the leader, tag maxLag.ms = ${MAX_LAG_MS}`,
-          result,
-          shareRuns,
+          await compare('apply-delayed'),
         ),
       )
     } finally {
@@ -122,9 +125,9 @@ export async function measure({ cluster, quick, log }) {
   return { id, title, setup: { readers: READERS, poolMaxPerReplica: POOL_MAX, ...timing }, scenarios }
 }
 
-function summarize(scenario, how, result, shareRuns) {
+function summarize(scenario, how, result) {
   const row = (balance) => {
-    const shareList = shareRuns.get(balance)
+    const shareList = result[balance].extras
     return {
       balance,
       readsPerSecond: round(result[balance].readsPerSecond, 0),
