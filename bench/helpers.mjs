@@ -3,7 +3,7 @@
 // bench file answers one question with `export async function measure(ctx)`;
 // scripts/bench.mjs runs them all on one cluster, and `node bench/FILE.mjs`
 // runs one on its own cluster.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
@@ -235,13 +235,21 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
  * pools age, BENCHMARKS.md) and, above all, a fresh JIT: in one process the
  * variant measured second inherits code V8 optimised for the first.
  */
-export async function compareThroughput(variants, { module, repeats, readers, warmupMs, durationMs, log = () => {} }) {
+export async function compareThroughput(variants, { module, repeats, readers, warmupMs, durationMs, cpuOf = {}, log = () => {} }) {
   const results = new Map(variants.map((variant) => [variant.name, []]))
   for (let round = 0; round < repeats; round++) {
     for (let i = 0; i < variants.length; i++) {
       const variant = variants[(i + round) % variants.length]
       const spec = { module, variant: variant.name, setup: variant.setup ?? {}, readers, warmupMs, durationMs }
+      const before = Object.fromEntries(Object.entries(cpuOf).map(([name, read]) => [name, read()]))
       const result = await runNodeJson(THROUGHPUT_CHILD, [], { env: { PGFOLLOW_BENCH_RUN: JSON.stringify(spec) } })
+      // Other processes' CPU (servers, pgpool) per read, over the whole run: reads are counted
+      // only after the warm-up, so scale them to the run's length (connecting and closing are in too).
+      const readsInRun = result.reads * (warmupMs + durationMs) / durationMs
+      for (const [name, read] of Object.entries(cpuOf)) {
+        const after = read()
+        result[`${name}CpuUsPerRead`] = before[name] === null || after === null ? null : ((after - before[name]) * 1e6) / readsInRun
+      }
       log(
         `  ${variant.name} run ${round + 1}/${repeats}: ${result.readsPerSecond.toFixed(0)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${
           result.p99.toFixed(2)
@@ -256,7 +264,16 @@ export async function compareThroughput(variants, { module, repeats, readers, wa
     variants.map((variant) => {
       const runs = results.get(variant.name)
       return [variant.name, {
-        ...medianOf(runs, ['readsPerSecond', 'p50', 'p99', 'max', 'errors', 'cpuUsPerRead', 'majorGcs']),
+        ...medianOf(runs, [
+          'readsPerSecond',
+          'p50',
+          'p99',
+          'max',
+          'errors',
+          'cpuUsPerRead',
+          'majorGcs',
+          ...Object.keys(cpuOf).map((name) => `${name}CpuUsPerRead`),
+        ]),
         firstError: runs.find((r) => r.firstError)?.firstError ?? null,
         // What each run's close() reported (per-replica shares and the like), in run order.
         extras: runs.map((r) => r.extra),
@@ -406,6 +423,41 @@ export function runNodeJson(script, args = [], { env } = {}) {
       }
     })
   })
+}
+
+let clockTicks = null
+
+/**
+ * CPU seconds a process and all its descendants have used so far, those
+ * still running and those already reaped (from /proc, so Linux only; null
+ * elsewhere or when the process is gone).
+ */
+export function processTreeCpuSeconds(pid) {
+  clockTicks ??= Number(spawnSyncText('getconf', ['CLK_TCK'])) || 100
+  const ticks = treeTicks(pid)
+  return ticks === null ? null : ticks / clockTicks
+}
+
+function treeTicks(pid) {
+  let stat
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return null
+  }
+  // Fields after the command name (which may hold spaces): utime, stime, cutime, cstime are the 12th to 15th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  let ticks = Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])
+  for (const child of childPids(pid)) ticks += treeTicks(child) ?? 0
+  return ticks
+}
+
+function spawnSyncText(command, args) {
+  try {
+    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+  } catch {
+    return ''
+  }
 }
 
 /** The child pids of a process (from /proc), for renice and the like. */

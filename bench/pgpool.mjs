@@ -105,7 +105,7 @@ export async function startPgpool(descriptor, { children = 110 } = {}) {
     try {
       await probe`select 1`
       await probe.end({ timeout: 1 })
-      return { url, stop, version: binary.version, dir, children }
+      return { url, stop, version: binary.version, dir, children, pid: child.pid }
     } catch (error) {
       lastError = error
       await probe.end({ timeout: 1 }).catch(() => {})

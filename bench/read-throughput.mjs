@@ -7,7 +7,7 @@
 // 1.5× pgpool-II's reads/s.
 import postgres from 'postgres'
 import { connect, randomPage, readPage, seededRandom } from 'pgfollow'
-import { compareThroughput, isMain, pairedRatio, round, standalone } from './helpers.mjs'
+import { compareThroughput, isMain, pairedRatio, processTreeCpuSeconds, round, standalone } from './helpers.mjs'
 import { startPgpool } from './pgpool.mjs'
 
 export const id = 'read-throughput'
@@ -70,7 +70,7 @@ export async function measure({ cluster, quick, log }) {
   const timing = quick ? { repeats: 1, warmupMs: 1000, durationMs: 3000 } : { repeats: 5, warmupMs: 1000, durationMs: 4000 }
   let result
   try {
-    result = await compareThroughput(variants, { module: import.meta.url, readers: READERS, ...timing, log })
+    result = await compareThroughput(variants, { module: import.meta.url, readers: READERS, ...timing, cpuOf: otherCpu(cluster, pgpool), log })
   } finally {
     if (!pgpool.skipped) await pgpool.stop()
   }
@@ -83,6 +83,8 @@ export async function measure({ cluster, quick, log }) {
     p99Ms: round(result[variant.name].p99, 2),
     maxMs: round(result[variant.name].max, 1),
     clientCpuUsPerRead: round(result[variant.name].cpuUsPerRead, 1),
+    serversCpuUsPerRead: round(result[variant.name].serversCpuUsPerRead, 1),
+    pgpoolCpuUsPerRead: variant.name.startsWith('pgpool') ? round(result[variant.name].pgpoolCpuUsPerRead, 1) : null,
     errors: result[variant.name].errors,
     firstError: result[variant.name].firstError,
     ratioToTag: round(pairedRatio(result.perRound, 'tag', variant.name, 'readsPerSecond'), 3),
@@ -113,6 +115,25 @@ export async function measure({ cluster, quick, log }) {
       },
     ],
   }
+}
+
+/**
+ * Where the rest of the CPU goes, read from /proc around each run: the three
+ * PostgreSQL servers (postmaster and backends) and pgpool (all its children).
+ * On two shared cores every µs they use is a µs no other process gets. Only
+ * for a cluster this bench started (it knows the servers' pids).
+ */
+function otherCpu(cluster, pgpool) {
+  const cpuOf = {}
+  if (cluster.pid) {
+    const names = ['leader', ...cluster.descriptor.replicas.map((_, i) => `replica${i + 1}`)]
+    cpuOf.servers = () => {
+      const each = names.map((name) => processTreeCpuSeconds(cluster.pid(name)))
+      return each.includes(null) ? null : each.reduce((sum, seconds) => sum + seconds, 0)
+    }
+  }
+  if (!pgpool.skipped && pgpool.pid) cpuOf.pgpool = () => processTreeCpuSeconds(pgpool.pid)
+  return cpuOf
 }
 
 if (isMain(import.meta.url)) await standalone(measure, { cluster: 'any' })

@@ -17,10 +17,20 @@ function table(headers, rows) {
 const formatters = {
   'routing-overhead': (r) =>
     [
-      `Same replica, pool max ${r.setup.poolMax} on both sides. Serial latency from strictly alternating calls (overhead = tag p50 / raw p50 − 1), with mitata's p50s (median of rounds, order flipped each round) beside it; reads/s cost = 1 − tag/raw, median over rounds of back-to-back runs.`,
+      `Same replica, pool max ${r.setup.poolMax} on both sides. Serial latency: ${r.setup.serialRounds} rounds, each with fresh pools and strictly alternating calls; p50s are medians over rounds, the overhead is the median of the per-round tag/raw p50 ratios, and the control is a second raw pool measured the same way (raw against raw: what the method shows when nothing differs). mitata's p50s (one pair of pools, median of rounds, order flipped each round) beside it. Reads/s cost = 1 − tag/raw, median over rounds of back-to-back runs, each run a fresh process.`,
       '',
       table(
-        ['query', 'raw p50', 'tag p50', 'raw p99', 'tag p99', 'latency overhead', 'mitata raw / tag p50', 'mitata overhead'],
+        [
+          'query',
+          'raw p50',
+          'tag p50',
+          'raw p99',
+          'tag p99',
+          'latency overhead',
+          'client CPU per call, raw / tag',
+          'mitata raw / tag p50',
+          'mitata overhead',
+        ],
         r.latency.map((row) => [
           row.query,
           `${num(row.rawP50Us, 1)} µs`,
@@ -28,6 +38,7 @@ const formatters = {
           `${num(row.rawP99Us, 0)} µs`,
           `${num(row.tagP99Us, 0)} µs`,
           pct(row.overhead),
+          pct(row.controlOverhead),
           `${num(row.mitata.rawP50Us, 1)} / ${num(row.mitata.tagP50Us, 1)} µs`,
           pct(row.mitata.overhead),
         ]),
@@ -41,6 +52,7 @@ const formatters = {
           'raw p99',
           'tag p99',
           'throughput cost',
+          'control (raw vs raw)',
           'client CPU per read, raw / tag',
           'CPU ratio',
         ],
@@ -51,6 +63,7 @@ const formatters = {
           `${num(row.rawP99Ms, 1)} ms`,
           `${num(row.tagP99Ms, 1)} ms`,
           pct(row.overhead),
+          pct(row.controlOverhead),
           `${num(row.rawCpuUsPerRead, 1)} / ${num(row.tagCpuUsPerRead, 1)} µs`,
           x(row.cpuRatio),
         ]),
@@ -62,7 +75,7 @@ const formatters = {
   'read-throughput': (r) =>
     [
       table(
-        ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'client CPU per read', 'errors'],
+        ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'CPU per read: client / servers / pgpool', 'errors'],
         r.rows.map((
           row,
         ) => [
@@ -72,7 +85,9 @@ const formatters = {
           `${num(row.p99Ms, 1)} ms`,
           `${num(row.maxMs, 0)} ms`,
           x(row.ratioToTag),
-          `${num(row.clientCpuUsPerRead, 1)} µs`,
+          [row.clientCpuUsPerRead, row.serversCpuUsPerRead, row.pgpoolCpuUsPerRead].map((
+            us,
+          ) => (us === null || us === undefined || Number.isNaN(us) ? '–' : num(us, 0))).join(' / ') + ' µs',
           num(row.errors),
         ]),
       ),
