@@ -27,7 +27,7 @@ const formatters = {
           'raw p99',
           'tag p99',
           'latency overhead',
-          'client CPU per call, raw / tag',
+          'control (raw vs raw)',
           'mitata raw / tag p50',
           'mitata overhead',
         ],
