@@ -274,7 +274,8 @@ export class Router extends EventEmitter {
   /** A causal read waits up to sessionWait for a replica to replay its position. */
   async #waitForReplica(position: bigint, tried: readonly ClusterNode[]): Promise<ClusterNode | null> {
     const deadline = Date.now() + this.options.sessionWait
-    for (;;) {
+    // Replay usually catches up within a millisecond or two: ask again soon, then every 5 ms.
+    for (let pause = 1; ; pause = Math.min(5, pause * 2)) {
       const candidates = this.readCandidates(tried)
       if (candidates.length === 0) return null
       await Promise.all(candidates.map((node) => this.#refreshReplay(node, Math.max(1, deadline - Date.now()))))
@@ -282,7 +283,7 @@ export class Router extends EventEmitter {
       if (picked) return picked
       const left = deadline - Date.now()
       if (left <= 0) return null
-      await new Promise((resolve) => setTimeout(resolve, Math.min(5, left)))
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)))
     }
   }
 
