@@ -17,7 +17,7 @@ function table(headers, rows) {
 const formatters = {
   'routing-overhead': (r) =>
     [
-      `Same replica, pool max ${r.setup.poolMax} on both sides. Serial latency: ${r.setup.serialRounds} rounds, each with fresh pools and strictly alternating calls; p50s are medians over rounds, the overhead is the median of the per-round tag/raw p50 ratios, and the control is a second raw pool measured the same way (raw against raw: what the method shows when nothing differs). mitata's p50s (one pair of pools, median of rounds, order flipped each round) beside it. Reads/s cost = 1 − tag/raw, median over rounds of back-to-back runs, each run a fresh process.`,
+      `Same replica, pool max ${r.setup.poolMax} on both sides. Serial latency: ${r.setup.serialRounds} rounds, each with fresh pools and strictly alternating calls, raw calls on the tag's own pool for the replica (one connection, one backend for both); p50s are medians over rounds, the overhead is the median of the per-round tag/raw p50 ratios, and the control is raw postgres.js on a pool of its own (what a second connection alone does to the comparison). mitata's p50s (one pair of pools, median of rounds, order flipped each round) beside it. Reads/s cost = 1 − tag/raw, median over rounds of back-to-back runs, each run a fresh process.`,
       '',
       table(
         [

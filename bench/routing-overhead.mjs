@@ -6,6 +6,9 @@
 import { bench, do_not_optimize, group, summary } from 'mitata'
 import postgres from 'postgres'
 import { connect, randomPage, readPage, seededRandom } from 'pgfollow'
+import { Router } from '../dist/router.js'
+import { createRootSql } from '../dist/tag.js'
+import { normalizeOptions } from '../dist/options.js'
 import { alternate, compareThroughput, isMain, median, mitataRounds, pairedRatio, round, standalone } from './helpers.mjs'
 
 export const id = 'routing-overhead'
@@ -30,6 +33,19 @@ const openTag = async (leader, replica) => {
   return sql
 }
 
+/**
+ * The tag plus the very postgres.js pool it sends this replica's reads to
+ * (reached through the router, which the package does not export: bench
+ * only). Raw calls on that pool and calls through the tag then share one
+ * connection, so one backend, and differ only by the tag's own work.
+ */
+async function openTagAndItsPool(leader, replica) {
+  const router = new Router(normalizeOptions({ leader, replicas: [replica], postgres: { max: POOL_MAX } }))
+  const sql = createRootSql(router)
+  await sql.refresh()
+  return { sql, pool: router.nodes.find((node) => node.url === replica).pool }
+}
+
 /** A throughput variant, opened in a process of its own (bench/throughput-child.mjs). */
 export async function openVariant(name, { leader, replica, query }) {
   const pool = name === 'tag' ? await openTag(leader, replica) : openRaw(replica)
@@ -42,25 +58,24 @@ export async function measure({ cluster, quick, log }) {
   const replica = replicas[0]
 
   // Serial latency: one statement at a time, so the difference is the tag's
-  // own work per call. Serial use keeps each pool on one connection, so
-  // each side talks to one backend process, and on this VM a backend's
-  // round trip is either ~40 or ~120 µs depending on how the scheduler
-  // placed it: a single pair of connections can make either side look 3×
-  // slower. So: rounds, each with fresh pools (new backends), calls
-  // strictly alternated within a round; the overhead is the median of the
-  // per-round ratios.
-  // A second raw pool runs alongside as a control (raw against raw): its
-  // ratio shows how far this method moves when nothing differs.
+  // own work per call. On this VM a backend's round trip is either about 40
+  // or about 120 µs depending on where the scheduler put it, so two pools
+  // (two backends) can make either side look 3× slower. Raw calls here go
+  // to the tag's own pool for the replica: the same connection, the same
+  // backend, alternating call by call. A raw pool of its own ("control")
+  // runs alongside and shows what a second connection alone does to the
+  // comparison. Rounds with fresh pools; the overhead is the median of the
+  // per-round tag/raw p50 ratios.
   const rounds = quick ? 4 : 16
   const alternating = Object.fromEntries(Object.keys(QUERIES).map((query) => [query, []]))
   for (let r = 0; r < rounds; r++) {
-    const raw = openRaw(replica)
+    const { sql, pool: raw } = await openTagAndItsPool(leader, replica)
     const control = openRaw(replica)
-    const sql = await openTag(leader, replica)
     try {
       for (const query of Object.keys(QUERIES)) {
         const reads = { raw: QUERIES[query](), control: QUERIES[query](), tag: QUERIES[query]() }
-        for (let i = 0; i < 20; i++) await Promise.all([reads.raw(raw), reads.control(control), reads.tag(sql)])
+        // One at a time, so the shared pool opens one connection only and both sides use it.
+        for (let i = 0; i < 20; i++) await reads.raw(raw), await reads.tag(sql), await reads.control(control)
         const calls = (query === 'select 1' ? 400 : 150) / (quick ? 2 : 1)
         const variants = [
           { name: 'raw', call: () => reads.raw(raw) },
@@ -70,7 +85,7 @@ export async function measure({ cluster, quick, log }) {
         alternating[query].push(await alternate(r % 2 ? variants.reverse() : variants, { calls }))
       }
     } finally {
-      await Promise.all([raw.end({ timeout: 5 }), control.end({ timeout: 5 }), sql.end({ timeout: 5 })])
+      await Promise.all([control.end({ timeout: 5 }), sql.end({ timeout: 5 })])
     }
     log(
       `  serial round ${r + 1}/${rounds}: ${

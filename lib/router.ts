@@ -154,9 +154,10 @@ export class Router extends EventEmitter {
     const cached = bySite ? this.#kindByStrings.get(query.strings) : undefined
     if (cached) return cached
     const text = this.statementText(query)
-    let kind = this.#leaderOnlyTexts.has(text) ? 'write' : this.#kindByText.get(text)
+    // Texts known to be leader-only are in #kindByText as writes too; the set only matters after the cache was cleared.
+    let kind = this.#kindByText.get(text)
     if (!kind) {
-      kind = classifyStatement(text).kind
+      kind = this.#leaderOnlyTexts.has(text) ? 'write' : classifyStatement(text).kind
       if (this.#kindByText.size >= MAX_CACHED_TEXTS) this.#kindByText.clear()
       this.#kindByText.set(text, kind)
     }

@@ -62,8 +62,10 @@ export function createSql(router: Router, ctx: RouteContext, pins = true): Route
     return made
   }
 
-  function unsafe(text: string, args?: unknown[], options?: Record<string, unknown>): unknown {
-    const query = (factory.unsafe as unknown as (...a: unknown[]) => PgQuery)(text, args ?? [], options ?? {})
+  // Arguments passed on as given, so postgres.js's own defaults apply, and
+  // so does its `unsafe(text, options)` form (it looks at arguments.length).
+  function unsafe(_text: string, _args?: unknown[], _options?: Record<string, unknown>): unknown {
+    const query = Reflect.apply(factory.unsafe as unknown as (...a: unknown[]) => PgQuery, undefined, arguments) as PgQuery
     query.handler = handler
     return query
   }

@@ -77,6 +77,9 @@ routing('postgres.js helpers work: identifiers, objects, json, arrays, values, c
   assert.ok(batches >= 2, 'the cursor delivered rows in batches')
   const [unsafe] = await sql.unsafe('select inet_server_port() as port')
   assert.ok(replicaPorts().includes(unsafe.port), 'sql.unsafe is routed too')
+  // postgres.js's two-argument form, unsafe(text, options), keeps its meaning.
+  const [withOptions] = await sql.unsafe('select inet_server_port() as port', { prepare: true })
+  assert.ok(replicaPorts().includes(withOptions.port), 'sql.unsafe(text, options) is routed and runs')
 })
 
 routing('sql.leader, sql.replica and transactions are pinned', async () => {
