@@ -276,7 +276,7 @@ export class Router extends EventEmitter {
   async #waitForReplica(position: bigint, tried: readonly ClusterNode[]): Promise<ClusterNode | null> {
     const deadline = Date.now() + this.options.sessionWait
     // Replay usually catches up within a millisecond or two: ask again soon, then every 5 ms.
-    for (let pause = 1; ; pause = Math.min(5, pause * 2)) {
+    for (let pause = 1;; pause = Math.min(5, pause * 2)) {
       const candidates = this.readCandidates(tried)
       if (candidates.length === 0) return null
       await Promise.all(candidates.map((node) => this.#refreshReplay(node, Math.max(1, deadline - Date.now()))))
