@@ -1,9 +1,9 @@
 // One throughput run in a Node process of its own (spawned by
 // compareThroughput in helpers.mjs). Every variant gets a fresh process
 // because V8 carries what it learned from one variant into the next: with
-// one shared reader loop, whichever variant ran second lost 20–35 % of its
+// one shared reader loop, whichever variant ran second lost 15–35 % of its
 // reads/s (raw postgres.js after the tag as much as the tag after raw
-// postgres.js; see BENCHMARKS.md, "Why each run is a process of its own").
+// postgres.js; see BENCHMARKS.md, Method, "Every run is a Node process of its own").
 //   PGFOLLOW_BENCH_RUN='{"module":URL,"variant":NAME,"setup":{…},"readers":N,"warmupMs":N,"durationMs":N}' node bench/throughput-child.mjs
 // The module exports `openVariant(name, setup)` → { read, close }; what
 // close() resolves with comes back as `extra`. Prints one JSON line.

@@ -39,7 +39,7 @@ const NOTHING_TRIED: readonly ClusterNode[] = []
  * allocates that site's objects in old space from then on. Dead jobs there
  * kept their statements and results alive through every young collection,
  * and the process ran a full mark-compact every few hundred milliseconds
- * (BENCHMARKS.md, "Pretenured statements").
+ * (BENCHMARKS.md, "What the profiling found and fixed").
  */
 class Job {
   readonly query: PgQuery
