@@ -433,7 +433,7 @@ let clockTicks = null
  * elsewhere or when the process is gone).
  */
 export function processTreeCpuSeconds(pid) {
-  clockTicks ??= Number(spawnSyncText('getconf', ['CLK_TCK'])) || 100
+  clockTicks ??= clockTicksPerSecond()
   const ticks = treeTicks(pid)
   return ticks === null ? null : ticks / clockTicks
 }
@@ -452,11 +452,11 @@ function treeTicks(pid) {
   return ticks
 }
 
-function spawnSyncText(command, args) {
+function clockTicksPerSecond() {
   try {
-    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) || 100
   } catch {
-    return ''
+    return 100 // Linux's usual USER_HZ
   }
 }
 

@@ -3,13 +3,11 @@
 // run, and after a GC with the pools still open. Prints one JSON line.
 //   node --expose-gc bench/memory-child.mjs tag|raw-round-robin READERS SECONDS  (descriptor in PGFOLLOW_BENCH_DESCRIPTOR)
 import process from 'node:process'
-import postgres from 'postgres'
-import { connect, randomPage, readPage, seededRandom } from 'pgfollow'
+import { openVariant } from './read-throughput.mjs'
 
 const [variant, readersArg, secondsArg] = process.argv.slice(2)
 const readers = Number(readersArg)
 const seconds = Number(secondsArg)
-const POOL_MAX = 10
 const { leader, replicas } = JSON.parse(process.env.PGFOLLOW_BENCH_DESCRIPTOR)
 const settle = async () => {
   for (let i = 0; i < 3; i++) {
@@ -21,21 +19,8 @@ const mb = (bytes) => Math.round((bytes / 2 ** 20) * 10) / 10
 
 await settle()
 const before = process.memoryUsage()
-let read
-let close
-if (variant === 'tag') {
-  const sql = connect({ leader, replicas, postgres: { max: POOL_MAX } })
-  await sql.refresh()
-  const random = seededRandom(5)
-  read = () => readPage(sql, randomPage(random))
-  close = () => sql.end({ timeout: 5 })
-} else {
-  const pools = replicas.map((url) => postgres(url, { max: POOL_MAX, onnotice: () => {} }))
-  const random = seededRandom(5)
-  let next = 0
-  read = () => readPage(pools[next++ % pools.length], randomPage(random))
-  close = () => Promise.all(pools.map((pool) => pool.end({ timeout: 5 })))
-}
+// The same variants as question 2 (pool max 10 per replica), with pages of their own seed.
+const { read, close } = await openVariant(variant, { leader, replicas, seed: 5 })
 
 let peak = 0
 const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 100)

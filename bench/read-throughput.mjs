@@ -17,14 +17,14 @@ const POOL_MAX = 10 // per replica, for the tag and for raw round-robin: 20 conn
 const PGPOOL_SHARED = 20 // the same 20 client connections, through pgpool
 const PGPOOL_PER_READER = READERS // one connection per reader, as an app with a 100-connection pool would use pgpool
 
-const pages = () => {
-  const random = seededRandom(23)
-  return () => randomPage(random)
-}
-
-/** A throughput variant, opened in a process of its own (bench/throughput-child.mjs). */
-export async function openVariant(name, { leader, replicas, pgpoolUrl, max }) {
-  const page = pages()
+/**
+ * A variant, opened in a process of its own (bench/throughput-child.mjs,
+ * and memory-child.mjs for question 5b): pages from a seeded generator, the
+ * same sequence for every variant.
+ */
+export async function openVariant(name, { leader, replicas, pgpoolUrl, max, seed = 23 }) {
+  const random = seededRandom(seed)
+  const page = () => randomPage(random)
   if (name === 'tag') {
     const sql = connect({ leader, replicas, postgres: { max: POOL_MAX } })
     await sql.refresh()
