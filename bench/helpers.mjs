@@ -12,7 +12,8 @@ import { constants as perfConstants, PerformanceObserver } from 'node:perf_hooks
 import { fileURLToPath } from 'node:url'
 import { run } from 'mitata'
 import postgres from 'postgres'
-import { parseLsn, seededRandom, waitForReplay, writeBlog } from 'pgfollow'
+import { parseLsn } from 'pgfollow'
+import { seededRandom, waitForReplay, writeBlog } from 'pgfollow/ops'
 import { destroy, freePort, nodePaths, nodePid, up } from 'pgfollow/cluster'
 
 // -----------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 // Targets: the tag at least matches raw round-robin, and makes at least
 // 1.5× pgpool-II's reads/s.
 import postgres from 'postgres'
-import { connect, randomPage, readPage, seededRandom } from 'pgfollow'
+import { connect } from 'pgfollow'
+import { randomPage, readPage, seededRandom } from 'pgfollow/ops'
 import { compareThroughput, isMain, pairedRatio, processTreeCpuSeconds, round, standalone } from './helpers.mjs'
 import { startPgpool } from './pgpool.mjs'
 

@@ -4,7 +4,8 @@
 // LagProbe asks the leader every 100 ms for each replica's replay lag, in
 // bytes and in ms (pg_stat_replication, as lagcheck shows it). A second row
 // runs the writers without pauses, to see what a write-heavy leader does.
-import { connect, LagProbe, runLoad } from 'pgfollow'
+import { connect } from 'pgfollow'
+import { LagProbe, runLoad } from 'pgfollow/ops'
 import { isMain, latencySummary, round, sleep, standalone } from './helpers.mjs'
 
 export const id = 'replication-lag'

@@ -5,10 +5,11 @@
 // Target: the tag costs under 3 %.
 import { bench, do_not_optimize, group, summary } from 'mitata'
 import postgres from 'postgres'
-import { connect, randomPage, readPage, seededRandom } from 'pgfollow'
-import { Router } from '../dist/router.js'
-import { createRootSql } from '../dist/tag.js'
-import { normalizeOptions } from '../dist/options.js'
+import { connect } from 'pgfollow'
+import { randomPage, readPage, seededRandom } from 'pgfollow/ops'
+import { Router } from '../dist/tag/router.js'
+import { createRootSql } from '../dist/tag/tag.js'
+import { normalizeOptions } from '../dist/tag/options.js'
 import { alternate, compareThroughput, isMain, median, mitataRounds, pairedRatio, round, standalone } from './helpers.mjs'
 
 export const id = 'routing-overhead'

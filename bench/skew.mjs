@@ -13,7 +13,8 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
-import { connect, randomPage, readPage, seededRandom, writeBlog } from 'pgfollow'
+import { connect } from 'pgfollow'
+import { randomPage, readPage, seededRandom, writeBlog } from 'pgfollow/ops'
 import { compareThroughput, isMain, onCleanup, pairedRatio, round, sleep, standalone } from './helpers.mjs'
 
 export const id = 'skew'

@@ -2,12 +2,12 @@
  * `PostgresCluster`: one leader and N streaming replicas as Docker containers,
  * plus pgAdmin with every node registered. The replication settings, the
  * replicator role and the slots come from the shared module and SQL
- * (lib/replication.ts, sql/replication), the same ones the local cluster uses.
+ * (lib/topology.ts, sql/replication), the same ones the local cluster uses.
  */
 import * as docker from '@pulumi/docker'
 import * as pulumi from '@pulumi/pulumi'
 import * as random from '@pulumi/random'
-import { REPLICATOR_ROLE, serverSettings, toServerFlags } from '../lib/replication.ts'
+import { REPLICATOR_ROLE, serverSettings, toServerFlags } from '../lib/topology.ts'
 import {
   containerScript,
   hbaFile,

@@ -5,8 +5,8 @@
  * pgpass. Pure functions of the plan, so tests can read what a node receives.
  */
 import { readFileSync } from 'node:fs'
-import { hbaLines } from '../lib/replication.ts'
-import { sqlText } from '../lib/sqlfiles.ts'
+import { hbaLines } from '../lib/topology.ts'
+import { sqlText } from '../lib/ops/sqlfiles.ts'
 
 /** Paths inside the node containers. */
 export const NODE_PATHS = {

@@ -6,7 +6,7 @@
  */
 import { isIP } from 'node:net'
 import * as pulumi from '@pulumi/pulumi'
-import { replicaName, slotName, SYNCHRONOUS_MODES, type SynchronousMode } from '../lib/replication.ts'
+import { replicaName, slotName, SYNCHRONOUS_MODES, type SynchronousMode } from '../lib/topology.ts'
 
 /** Where one node runs when it is not on the local Docker engine. */
 export interface NodeHost {

@@ -148,7 +148,7 @@ async function commandDestroy(dir) {
 async function docker(command, dir) {
   let module
   try {
-    module = await import(new URL('../dist/cluster/docker.js', import.meta.url).href)
+    module = await import('pgfollow/cluster/docker')
   } catch (error) {
     if (error?.code !== 'ERR_MODULE_NOT_FOUND') throw error
     throw new lib.pgfollow.ConfigError(

@@ -36,7 +36,7 @@ const BOOLEAN_FLAGS = ['rejoin', 'json', 'help', 'h']
 const lib = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
-const argv = parseArgv(lib.pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
+const argv = parseArgv(lib.ops.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 await runMain(main, lib.pgfollow)
 
 async function main() {
@@ -44,7 +44,7 @@ async function main() {
     echo(USAGE)
     return 0
   }
-  lib.pgfollow.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
+  lib.ops.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
   const dir = clusterDir()
   const step = progress()
 
@@ -71,7 +71,7 @@ async function main() {
     node,
   ) => [node.name, node.role, paint(node.state), node.port, node.pid ?? '-', node.lagBytes ?? '-', node.lagMs ?? '-'])
   for (
-    const line of lib.pgfollow.formatTable(['NODE', 'ROLE', 'STATE', 'PORT', 'PID', 'LAG BYTES', 'LAG MS'], rows).map((
+    const line of lib.ops.formatTable(['NODE', 'ROLE', 'STATE', 'PORT', 'PID', 'LAG BYTES', 'LAG MS'], rows).map((
       line,
       i,
     ) => (i === 0 ? chalk.bold(line) : line))

@@ -34,10 +34,10 @@ const BOOLEAN_FLAGS = ['once', 'json', 'watch', 'help', 'h']
 const EXIT_UNKNOWN = 3
 const SPARK_WIDTH = 30
 
-const { pgfollow } = await loadLibrary()
+const { pgfollow, ops } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
-const argv = parseArgv(pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
+const argv = parseArgv(ops.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 await runMain(main, pgfollow, EXIT_UNKNOWN)
 
 async function main() {
@@ -45,19 +45,19 @@ async function main() {
     echo(USAGE)
     return 0
   }
-  pgfollow.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
+  ops.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
   if (argv.once && (argv.watch || argv.count !== undefined)) {
     throw new pgfollow.ConfigError('--once is one look: it does not combine with --watch or --count.')
   }
   const limits = {
-    maxLagBytes: argv['max-lag-bytes'] === undefined ? undefined : pgfollow.parseCount(argv['max-lag-bytes'], '--max-lag-bytes'),
-    maxLagMs: argv['max-lag-ms'] === undefined ? undefined : pgfollow.parseCount(argv['max-lag-ms'], '--max-lag-ms'),
+    maxLagBytes: argv['max-lag-bytes'] === undefined ? undefined : ops.parseCount(argv['max-lag-bytes'], '--max-lag-bytes'),
+    maxLagMs: argv['max-lag-ms'] === undefined ? undefined : ops.parseCount(argv['max-lag-ms'], '--max-lag-ms'),
   }
-  const intervalMs = argv.interval === undefined ? 1000 : pgfollow.parseDuration(argv.interval, '--interval')
-  const looks = argv.once ? 1 : argv.count === undefined ? Infinity : pgfollow.parseCount(argv.count, '--count', 1)
+  const intervalMs = argv.interval === undefined ? 1000 : ops.parseDuration(argv.interval, '--interval')
+  const looks = argv.once ? 1 : argv.count === undefined ? Infinity : ops.parseCount(argv.count, '--count', 1)
   const descriptor = pgfollow.loadDescriptor(argv.cluster)
 
-  const probe = new pgfollow.LagProbe(descriptor, { timeoutMs: Math.min(3000, Math.max(1000, intervalMs)) })
+  const probe = new ops.LagProbe(descriptor, { timeoutMs: Math.min(3000, Math.max(1000, intervalMs)) })
   const history = new Map() // replica name -> lag ms of the last looks, for --watch
   const redraw = process.stdout.isTTY && !argv.json && looks > 1
   let stopping = false
@@ -73,7 +73,7 @@ async function main() {
   try {
     for (let look = 0; look < looks && !stopping; look++) {
       const snapshot = await probe.snapshot()
-      verdict = pgfollow.judgeLag(snapshot, limits)
+      verdict = ops.judgeLag(snapshot, limits)
       for (const replica of snapshot.replicas) {
         const values = history.get(replica.name) ?? []
         values.push(replica.lagMs ?? 0)
@@ -116,11 +116,11 @@ function print(snapshot, verdict, history, { redraw, intervalMs }) {
       'replica',
       paint(replica.state),
       replica.replayLsn ?? '-',
-      pgfollow.formatBytes(replica.sentLagBytes),
-      pgfollow.formatBytes(replica.flushLagBytes),
-      pgfollow.formatBytes(replica.lagBytes),
-      pgfollow.formatMs(replica.lagMs),
-      pgfollow.formatBytes(replica.retainedBytes),
+      ops.formatBytes(replica.sentLagBytes),
+      ops.formatBytes(replica.flushLagBytes),
+      ops.formatBytes(replica.lagBytes),
+      ops.formatMs(replica.lagMs),
+      ops.formatBytes(replica.retainedBytes),
       note(replica),
     ]),
   ]
@@ -130,11 +130,11 @@ function print(snapshot, verdict, history, { redraw, intervalMs }) {
     rows[0].splice(9, 0, '')
     snapshot.replicas.forEach((replica, i) => {
       const values = history.get(replica.name) ?? []
-      const line = pgfollow.sparkline(values, SPARK_WIDTH)
-      rows[i + 1].splice(9, 0, `${chalk.cyan(line)} ${chalk.dim('max ' + pgfollow.formatMs(Math.max(0, ...values)))}`)
+      const line = ops.sparkline(values, SPARK_WIDTH)
+      rows[i + 1].splice(9, 0, `${chalk.cyan(line)} ${chalk.dim('max ' + ops.formatMs(Math.max(0, ...values)))}`)
     })
   }
-  const lines = pgfollow.formatTable(header, rows, [4, 5, 6, 7, 8])
+  const lines = ops.formatTable(header, rows, [4, 5, 6, 7, 8])
   const out = [
     chalk.dim(`${snapshot.time.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}  ${pgfollow.redactUrl(leader.url)}`),
     chalk.bold(lines[0]),
@@ -147,14 +147,14 @@ function print(snapshot, verdict, history, { redraw, intervalMs }) {
     out.push(
       chalk.yellow(
         `Slot ${orphan.slot} (${orphan.active ? 'active' : 'inactive'}) belongs to no replica of the descriptor and retains ${
-          pgfollow.formatBytes(orphan.retainedBytes)
+          ops.formatBytes(orphan.retainedBytes)
         }.`,
       ),
     )
   }
   for (const problem of verdict.problems) out.push((verdict.exitCode === 1 ? chalk.red : chalk.yellow)(problem))
   if (redraw) {
-    out.push(chalk.dim(`every ${pgfollow.formatMs(intervalMs)}; Ctrl-C to stop`))
+    out.push(chalk.dim(`every ${ops.formatMs(intervalMs)}; Ctrl-C to stop`))
     process.stdout.write('\x1b[H\x1b[2J' + out.join('\n') + '\n')
   } else {
     echo(out.join('\n') + '\n')

@@ -39,10 +39,10 @@ const STRING_FLAGS = ['cluster', 'writers', 'readers', 'duration', 'consistency'
 const BOOLEAN_FLAGS = ['json', 'help', 'h']
 const BALANCES = ['round-robin', 'random', 'least-busy']
 
-const { pgfollow } = await loadLibrary()
+const { pgfollow, ops } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
-const argv = parseArgv(pgfollow.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
+const argv = parseArgv(ops.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
 let droppedWrites = 0
 process.on('uncaughtException', (error) => {
   // postgres.js 3.4.9 may flush a buffered write after a dead node's socket
@@ -67,27 +67,27 @@ async function main() {
     echo(USAGE)
     return 0
   }
-  pgfollow.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
-  const writers = argv.writers === undefined ? 2 : pgfollow.parseCount(argv.writers, '--writers')
-  const readers = argv.readers === undefined ? 100 : pgfollow.parseCount(argv.readers, '--readers')
+  ops.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
+  const writers = argv.writers === undefined ? 2 : ops.parseCount(argv.writers, '--writers')
+  const readers = argv.readers === undefined ? 100 : ops.parseCount(argv.readers, '--readers')
   if (writers + readers === 0) throw new pgfollow.ConfigError('--writers 0 and --readers 0 leave nothing to run.')
-  const durationMs = argv.duration === undefined ? undefined : pgfollow.parseDuration(argv.duration, '--duration')
-  const consistency = argv.consistency === undefined ? 'eventual' : pgfollow.parseChoice(argv.consistency, '--consistency', pgfollow.CONSISTENCIES)
-  const balance = argv.balance === undefined ? 'round-robin' : pgfollow.parseChoice(argv.balance, '--balance', BALANCES)
-  const seed = argv.seed === undefined ? undefined : pgfollow.parseCount(argv.seed, '--seed')
+  const durationMs = argv.duration === undefined ? undefined : ops.parseDuration(argv.duration, '--duration')
+  const consistency = argv.consistency === undefined ? 'eventual' : ops.parseChoice(argv.consistency, '--consistency', ops.CONSISTENCIES)
+  const balance = argv.balance === undefined ? 'round-robin' : ops.parseChoice(argv.balance, '--balance', BALANCES)
+  const seed = argv.seed === undefined ? undefined : ops.parseCount(argv.seed, '--seed')
   const report = argv.report === undefined ? undefined : reportPath(argv.report)
 
   const descriptor = pgfollow.loadDescriptor(argv.cluster)
   const sql = pgfollow.connect({ ...descriptor, balance })
   // Lag as lagcheck measures it, and the nodes' own names (right after a failover too).
-  const probe = new pgfollow.LagProbe(descriptor, { timeoutMs: 1000 })
+  const probe = new ops.LagProbe(descriptor, { timeoutMs: 1000 })
   const live = liveLine()
   let run
   try {
     await preflight(sql)
     const what = `${writers} writer(s), ${readers} reader(s), ${consistency} consistency, ${balance}`
-    process.stderr.write(chalk.dim(`Load: ${what}, ${durationMs ? `for ${pgfollow.formatMs(durationMs)}` : 'until Ctrl-C'}.\n`))
-    run = pgfollow.runLoad({ sql, probe, writers, readers, durationMs, consistency, seed, onTick: (tick) => live.tick(tick) })
+    process.stderr.write(chalk.dim(`Load: ${what}, ${durationMs ? `for ${ops.formatMs(durationMs)}` : 'until Ctrl-C'}.\n`))
+    run = ops.runLoad({ sql, probe, writers, readers, durationMs, consistency, seed, onTick: (tick) => live.tick(tick) })
     live.start()
     // Ctrl-C (or SIGTERM, which npm start sends) stops cleanly; a second Ctrl-C quits at once.
     let interrupted = false
@@ -106,7 +106,7 @@ async function main() {
     live.stop()
     if (report) {
       mkdirSync(dirname(report), { recursive: true })
-      const render = extname(report) === '.html' ? pgfollow.renderLoadReportHtml : pgfollow.renderLoadReportSvg
+      const render = extname(report) === '.html' ? ops.renderLoadReportHtml : ops.renderLoadReportSvg
       writeFileSync(report, render(summary))
     }
     printSummary(summary, report)
@@ -158,7 +158,7 @@ function liveLine() {
     let line = `${chalk.cyan(frames[frame++ % frames.length])} ${describeTick(last)}`
     // A line wider than the terminal wraps, and \r would then redraw only its last part.
     const columns = process.stderr.columns || Infinity
-    if (pgfollow.stripAnsi(line).length >= columns) line = pgfollow.stripAnsi(line).slice(0, columns - 1)
+    if (ops.stripAnsi(line).length >= columns) line = ops.stripAnsi(line).slice(0, columns - 1)
     process.stderr.write(`\r\x1b[2K${line}`)
     shown = true
   }
@@ -199,9 +199,9 @@ function describeTick(tick) {
     `reads ${chalk.bold(rate(tick.reads))}/s`,
     `writes ${chalk.bold((tick.writes / (tick.seconds || 1)).toFixed(1))}/s`,
     shares,
-    `p50 ${pgfollow.formatMs(tick.p50Ms)} p99 ${pgfollow.formatMs(tick.p99Ms)}`,
+    `p50 ${ops.formatMs(tick.p50Ms)} p99 ${ops.formatMs(tick.p99Ms)}`,
     `errors ${tick.errors > 0 ? chalk.red(tick.errors) : 0}`,
-    `max lag ${pgfollow.formatMs(lag)}`,
+    `max lag ${ops.formatMs(lag)}`,
   ].join('  ')
 }
 
@@ -215,9 +215,9 @@ function printSummary(summary, report) {
     (summary.byNode[name] ?? 0).toLocaleString('en-US'),
     `${summary.reads > 0 ? Math.round(((summary.byNode[name] ?? 0) / summary.reads) * 100) : 0}%`,
     (summary.writesByNode[name] ?? 0).toLocaleString('en-US'),
-    summary.roles[name] === 'replica' ? pgfollow.formatMs(maxLag(name)) : '-',
+    summary.roles[name] === 'replica' ? ops.formatMs(maxLag(name)) : '-',
   ])
-  const lines = pgfollow.formatTable(['NODE', 'ROLE', 'READS', 'SHARE', 'WRITES', 'MAX LAG'], rows, [2, 3, 4, 5])
+  const lines = ops.formatTable(['NODE', 'ROLE', 'READS', 'SHARE', 'WRITES', 'MAX LAG'], rows, [2, 3, 4, 5])
   const perSecond = (n) => (summary.durationS > 0 ? n / summary.durationS : 0)
   out('')
   out(chalk.bold(lines[0]))
@@ -228,9 +228,9 @@ function printSummary(summary, report) {
       `in ${summary.durationS.toFixed(1)} s; ${summary.errors > 0 ? chalk.red(`${summary.errors} errors`) : '0 errors'}.`,
   )
   out(
-    `Read latency p50 ${pgfollow.formatMs(summary.p50Ms)}, p99 ${pgfollow.formatMs(summary.p99Ms)}; ` +
-      `write (one blog transaction) p50 ${pgfollow.formatMs(summary.writeP50Ms)}, p99 ${pgfollow.formatMs(summary.writeP99Ms)}. ` +
-      `Max replica lag ${pgfollow.formatMs(summary.maxLagMs)}.`,
+    `Read latency p50 ${ops.formatMs(summary.p50Ms)}, p99 ${ops.formatMs(summary.p99Ms)}; ` +
+      `write (one blog transaction) p50 ${ops.formatMs(summary.writeP50Ms)}, p99 ${ops.formatMs(summary.writeP99Ms)}. ` +
+      `Max replica lag ${ops.formatMs(summary.maxLagMs)}.`,
   )
   const staleNote = summary.consistency === 'session'
     ? 'sessions read their writes'

@@ -15,7 +15,7 @@ const USAGE = `Usage: npx zx scripts/migrate.mjs [--cluster FILE] [--directory D
 
 const FLAGS = new Set(['_', '--', 'cluster', 'directory', 'json', 'help', 'h'])
 
-const { pgfollow } = await loadLibrary()
+const { pgfollow, ops } = await loadLibrary()
 await runMain(main, pgfollow)
 
 async function main() {
@@ -34,7 +34,7 @@ async function main() {
   const file = argv.cluster === undefined ? undefined : String(argv.cluster)
   const descriptor = pgfollow.loadDescriptor(file)
   const started = Date.now()
-  const result = await pgfollow.migrate({
+  const result = await ops.migrate({
     leader: descriptor.leader,
     replicas: descriptor.replicas,
     directory: argv.directory === undefined ? undefined : String(argv.directory),

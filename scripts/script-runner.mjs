@@ -6,11 +6,11 @@
 import process from 'node:process'
 import { chalk } from 'zx'
 
-/** `{ pgfollow, cluster }`: the `pgfollow` and `pgfollow/cluster` modules from dist/. */
+/** `{ pgfollow, ops, cluster }`: the `pgfollow`, `pgfollow/ops` and `pgfollow/cluster` modules from dist/. */
 export async function loadLibrary() {
   try {
-    const [pgfollow, cluster] = await Promise.all([import('pgfollow'), import('pgfollow/cluster')])
-    return { pgfollow, cluster }
+    const [pgfollow, ops, cluster] = await Promise.all([import('pgfollow'), import('pgfollow/ops'), import('pgfollow/cluster')])
+    return { pgfollow, ops, cluster }
   } catch (error) {
     if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
       console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))

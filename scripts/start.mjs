@@ -86,8 +86,8 @@ function displayPath(path) {
 
 /** This script's arguments, however it was started (`node` or `npx zx`); npm start builds pgfollow first. */
 async function scriptArgs() {
-  const { pgfollow } = await loadLibrary()
-  return pgfollow.scriptArgs(import.meta.url)
+  const { ops } = await loadLibrary()
+  return ops.scriptArgs(import.meta.url)
 }
 
 /** The arguments for load.mjs: everything but --dir, --ports and their values. */

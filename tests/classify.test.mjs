@@ -2,7 +2,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 
 // Node runs the compiled file (npm run build first), Deno the TypeScript source.
-const lib = typeof Deno !== 'undefined' ? '../lib/classify.ts' : '../dist/classify.js'
+const lib = typeof Deno !== 'undefined' ? '../lib/tag/classify.ts' : '../dist/tag/classify.js'
 const { classifyStatement } = await import(lib)
 
 const R = 'read'

@@ -7,15 +7,15 @@ import * as assert from 'uvu/assert'
 const lib = typeof Deno !== 'undefined' ? '../lib/' : '../dist/'
 const ext = typeof Deno !== 'undefined' ? '.ts' : '.js'
 const load = (name) => import(`${lib}${name}${ext}`)
-const { normalizeOptions } = await load('options')
-const { parseLsn, formatLsn, lsnDistance, maxLsn } = await load('lsn')
-const { SessionPosition, parseToken } = await load('session')
-const failures = await load('failures')
-const { createPicker } = await load('balance')
-const { validateDescriptor } = await load('config')
-const { ConfigError, redactUrl } = await load('errors')
-const { PendingStatements } = await load('pending')
-const { synchronousStandbyNames, serverSettings, hbaLines, primaryConninfo } = await load('replication')
+const { normalizeOptions } = await load('tag/options')
+const { parseLsn, formatLsn, lsnDistance, maxLsn } = await load('tag/lsn')
+const { SessionPosition, parseToken } = await load('tag/session')
+const failures = await load('tag/failures')
+const { createPicker } = await load('tag/balance')
+const { validateDescriptor } = await load('tag/descriptor')
+const { ConfigError, redactUrl } = await load('tag/errors')
+const { PendingStatements } = await load('tag/pending')
+const { synchronousStandbyNames, serverSettings, hbaLines, primaryConninfo } = await load('topology')
 
 const leader = 'postgres://u:p@127.0.0.1:5432/db'
 const replicas = ['postgres://u:p@127.0.0.1:5480/db', 'postgres://u:p@127.0.0.1:5490/db']

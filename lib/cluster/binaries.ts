@@ -6,8 +6,8 @@ import { accessSync, constants, existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import process from 'node:process'
-import { readEnv } from '../config.ts'
-import { ClusterError } from '../errors.ts'
+import { readEnv } from '../tag/descriptor.ts'
+import { ClusterError } from '../tag/errors.ts'
 
 export interface Binaries {
   dir: string

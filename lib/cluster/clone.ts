@@ -7,7 +7,7 @@
 import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { renderPsqlVariables, sqlText } from '../sqlfiles.ts'
+import { renderPsqlVariables, sqlText } from '../ops/sqlfiles.ts'
 
 /** Files that belong to the running leader, not to a copy of it. */
 const SKIP_FILES = new Set([

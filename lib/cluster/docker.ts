@@ -15,9 +15,9 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { join, resolve } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
-import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE } from '../config.ts'
-import { ClusterError, ConfigError } from '../errors.ts'
-import { SYNCHRONOUS_MODES, type SynchronousMode } from '../replication.ts'
+import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE } from '../tag/descriptor.ts'
+import { ClusterError, ConfigError } from '../tag/errors.ts'
+import { SYNCHRONOUS_MODES, type SynchronousMode } from '../topology.ts'
 import { STATE_FILE } from './local.ts'
 
 /** infra/, from lib/cluster (TypeScript) and dist/cluster (built) alike. */

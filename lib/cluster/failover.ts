@@ -10,14 +10,14 @@
  * Clients need no restart: the sql tag finds the node that is no longer in
  * recovery by itself and moves writes there.
  */
+import { NODE_POSITION } from '../tag/queries.ts'
 import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import postgres from 'postgres'
-import { DEFAULT_CLUSTER_DIR } from '../config.ts'
-import { ClusterError, ConfigError } from '../errors.ts'
-import { formatLsn, lsnDistance, parseLsn } from '../lsn.ts'
-import { slotName, synchronousStandbyNames } from '../replication.ts'
-import { sqlText } from '../sqlfiles.ts'
+import { DEFAULT_CLUSTER_DIR } from '../tag/descriptor.ts'
+import { ClusterError, ConfigError } from '../tag/errors.ts'
+import { formatLsn, lsnDistance, parseLsn } from '../tag/lsn.ts'
+import { slotName, synchronousStandbyNames } from '../topology.ts'
 import { findBinaries } from './binaries.ts'
 import { createSlot } from './clone.ts'
 import {
@@ -216,7 +216,7 @@ function unfence(dir: string, node: NodeState): void {
 async function receivedPosition(state: ClusterState, node: NodeState): Promise<Candidate> {
   const client = postgres(nodeUrl(state, node), { max: 1, onnotice: () => {}, connect_timeout: 3 })
   try {
-    const [row] = await client.unsafe(sqlText('queries/node-position.sql'))
+    const [row] = await client.unsafe(NODE_POSITION)
     return { node, receivedLsn: parseLsn(row.receive_lsn) ?? parseLsn(row.replay_lsn) }
   } catch {
     return { node, receivedLsn: null }

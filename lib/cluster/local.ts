@@ -7,9 +7,9 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, st
 import { join, resolve } from 'node:path'
 import process from 'node:process'
 import postgres from 'postgres'
-import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE, readEnv } from '../config.ts'
-import { ClusterError, ConfigError } from '../errors.ts'
-import { migrate } from '../migrate.ts'
+import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE, readEnv } from '../tag/descriptor.ts'
+import { ClusterError, ConfigError } from '../tag/errors.ts'
+import { migrate } from '../ops/migrate.ts'
 import {
   generatePassword,
   hbaLines,
@@ -22,8 +22,8 @@ import {
   SYNCHRONOUS_MODES,
   type SynchronousMode,
   toConfLines,
-} from '../replication.ts'
-import { renderPsqlVariables, sqlText } from '../sqlfiles.ts'
+} from '../topology.ts'
+import { renderPsqlVariables, sqlText } from '../ops/sqlfiles.ts'
 import { type Binaries, findBinaries } from './binaries.ts'
 import { cloneDataDir, createSlot } from './clone.ts'
 import { assertPortsFree } from './ports.ts'

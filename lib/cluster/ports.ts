@@ -1,6 +1,6 @@
 /** Port checks: a taken port is a clear error that names the flag to change. */
 import { createServer } from 'node:net'
-import { ClusterError } from '../errors.ts'
+import { ClusterError } from '../tag/errors.ts'
 
 /** Resolves true when nothing listens on 127.0.0.1:port. */
 export function isPortFree(port: number): Promise<boolean> {

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import process from 'node:process'
-import { ClusterError } from '../errors.ts'
+import { ClusterError } from '../tag/errors.ts'
 import type { Binaries } from './binaries.ts'
 import { asUser, type ServerUser } from './user.ts'
 

@@ -1,9 +1,10 @@
 /** What each node of a local cluster is doing: role, replication state and lag. */
+import { NODE_POSITION } from '../tag/queries.ts'
 import { resolve } from 'node:path'
 import postgres from 'postgres'
-import { DEFAULT_CLUSTER_DIR } from '../config.ts'
-import { redactUrl } from '../errors.ts'
-import { sqlText } from '../sqlfiles.ts'
+import { DEFAULT_CLUSTER_DIR } from '../tag/descriptor.ts'
+import { redactUrl } from '../tag/errors.ts'
+import { sqlText } from '../ops/sqlfiles.ts'
 import { type ClusterState, nodePid, nodeUrl, requireState } from './local.ts'
 
 export interface NodeStatus {
@@ -73,7 +74,7 @@ async function nodeStatus(
   if (!base.pid) return base
   const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 3 })
   try {
-    const [position] = await sql.unsafe(sqlText('queries/node-position.sql'))
+    const [position] = await sql.unsafe(NODE_POSITION)
     if (!position.in_recovery) return { ...base, role: 'leader', state: 'leader', lagBytes: 0, lagMs: 0 }
     const row = replication?.get(node.name)
     return {

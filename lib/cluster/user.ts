@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import process from 'node:process'
-import { ClusterError } from '../errors.ts'
+import { ClusterError } from '../tag/errors.ts'
 
 export interface ServerUser {
   name: string

@@ -1,7 +1,7 @@
 /**
- * SQL lives in sql/ (STYLE: never inlined as long template strings). This
- * module finds it from lib/ (Deno) and from dist/ (Node) alike, since both
- * sit next to sql/, and renders the psql variables the files use, so the
+ * SQL lives in sql/, never inlined as long template strings. This
+ * module finds it from lib/ops/ (Deno) and from dist/ops/ (Node) alike, since
+ * both sit two levels below sql/, and renders the psql variables the files use, so the
  * same file runs under psql in a container and through postgres.js here.
  */
 import { readFileSync } from 'node:fs'
@@ -11,7 +11,7 @@ const cache = new Map<string, string>()
 
 /** Absolute path of a file under sql/, e.g. `sqlPath('migrations')`. */
 export function sqlPath(relative: string): string {
-  return fileURLToPath(new URL(`../sql/${relative}`, import.meta.url))
+  return fileURLToPath(new URL(`../../sql/${relative}`, import.meta.url))
 }
 
 /** Text of a file under sql/, read once per process. */

@@ -1,6 +1,6 @@
 /**
  * The background monitor: every interval it asks each node where it stands
- * (one query, sql/queries/node-position.sql), derives each replica's lag in
+ * (one query, NODE_POSITION), derives each replica's lag in
  * bytes and in time, retires replicas beyond maxLag and restores them below
  * half of it, bans nodes that do not answer, and notices a new leader.
  * Its timer is unref'd: it never keeps a process alive on its own.
@@ -8,7 +8,7 @@
 import { lsnDistance, maxLsn, parseLsn } from './lsn.ts'
 import type { ClusterNode } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
-import { sqlText } from './sqlfiles.ts'
+import { NODE_POSITION } from './queries.ts'
 
 /** What the monitor needs from the router: the nodes, the leader, and where to report. */
 export interface MonitoredCluster {
@@ -95,7 +95,7 @@ export class Monitor {
   async #check(node: ClusterNode): Promise<Record<string, any> | null> {
     const { connectTimeout, monitorInterval } = this.#cluster.options
     try {
-      const [row] = await withTimeout(node.monitor.unsafe(sqlText('queries/node-position.sql')), Math.min(connectTimeout, monitorInterval), node.name)
+      const [row] = await withTimeout(node.monitor.unsafe(NODE_POSITION), Math.min(connectTimeout, monitorInterval), node.name)
       node.inRecovery = row.in_recovery
       this.#cluster.nodeAnswered(node)
       return row

@@ -17,7 +17,7 @@
  */
 import { percentile } from './cli.ts'
 import type { LagProbe, LagSnapshot } from './lag.ts'
-import type { PgfollowSql, RoutedSql } from './tag.ts'
+import type { PgfollowSql, RoutedSql } from '../tag/tag.ts'
 import { randomPage, readPage, seededRandom, writeBlog } from './workload.ts'
 
 export type Consistency = 'eventual' | 'session'

@@ -5,7 +5,7 @@
  * message that names the option.
  */
 import type postgres from 'postgres'
-import { type ClusterDescriptor, loadDescriptor, validateDescriptor } from './config.ts'
+import { type ClusterDescriptor, loadDescriptor, validateDescriptor } from './descriptor.ts'
 import { ConfigError } from './errors.ts'
 
 export type Balance = 'round-robin' | 'random' | 'least-busy'

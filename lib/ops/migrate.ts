@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { ConfigError, redactUrl, ReplayTimeoutError } from './errors.ts'
-import { parseLsn } from './lsn.ts'
+import { ConfigError, redactUrl, ReplayTimeoutError } from '../tag/errors.ts'
+import { parseLsn } from '../tag/lsn.ts'
 import { sqlPath, sqlText } from './sqlfiles.ts'
 
 /** Migration files are `NNN_name.sql`, applied in name order. */

@@ -12,10 +12,11 @@
  * from `cluster_name` (the local cluster sets it to the node name), else the
  * application_name, else the descriptor position (leader, replica1, ...).
  */
+import { NODE_POSITION } from '../tag/queries.ts'
 import postgres from 'postgres'
-import type { ClusterDescriptor } from './config.ts'
-import { redactMessage, redactUrl } from './errors.ts'
-import { withTimeout } from './health.ts'
+import type { ClusterDescriptor } from '../tag/descriptor.ts'
+import { redactMessage, redactUrl } from '../tag/errors.ts'
+import { withTimeout } from '../tag/health.ts'
 import { sqlText } from './sqlfiles.ts'
 
 /** A replica's state: the walsender's (streaming, catchup, startup, backup, stopping), or ours. */
@@ -177,7 +178,7 @@ export class LagProbe {
     const client = this.#clients[index]
     try {
       const [[position], [identity]] = await withTimeout(
-        Promise.all([client.unsafe(sqlText('queries/node-position.sql')), client.unsafe(sqlText('queries/node-identity.sql'))]),
+        Promise.all([client.unsafe(NODE_POSITION), client.unsafe(sqlText('queries/node-identity.sql'))]),
         this.#timeoutMs,
         redactUrl(url),
       )

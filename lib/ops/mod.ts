@@ -1,12 +1,4 @@
-/** pgfollow: the replica-aware sql tag and what it is built from. Re-exports only. */
-export { connect } from './connect.ts'
-export type { HealthEvent, PgfollowSql, RoutedSql, SessionSql } from './tag.ts'
-export type { NodeStatus } from './router.ts'
-export type { Balance, ConnectOptions } from './options.ts'
-export { type Classification, classifyStatement, type StatementKind } from './classify.ts'
-export { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, descriptorPath, loadDescriptor, validateDescriptor } from './config.ts'
-export { ClusterError, ConfigError, LeaderUnavailableError, NoReplicaError, PgfollowError, redactUrl, ReplayTimeoutError } from './errors.ts'
-export { formatLsn, lsnDistance, parseLsn } from './lsn.ts'
+/** The operator toolkit (`pgfollow/ops`): lag, load, migrations, reports and CLI helpers the scripts share. Re-exports only. */
 export { migrate, type MigrateOptions, type MigrateResult, readMigrations, waitForReplay } from './migrate.ts'
 export { randomPage, readPage, seededRandom, type WorkloadSql, writeBlog, type WrittenBlog } from './workload.ts'
 export { judgeLag, type LagLimits, LagProbe, type LagSnapshot, lagSnapshot, type LagVerdict, type LeaderLag, type ReplicaLag } from './lag.ts'

@@ -8,7 +8,7 @@ import { realpathSync } from 'node:fs'
 import { resolve } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
-import { ConfigError } from './errors.ts'
+import { ConfigError } from '../tag/errors.ts'
 
 /**
  * The arguments after the script's own path: `node script.mjs --once` and

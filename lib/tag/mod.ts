@@ -1,0 +1,9 @@
+/** pgfollow: the replica-aware sql tag and what it is built from. Re-exports only. */
+export { connect } from './connect.ts'
+export type { HealthEvent, PgfollowSql, RoutedSql, SessionSql } from './tag.ts'
+export type { NodeStatus } from './router.ts'
+export type { Balance, ConnectOptions } from './options.ts'
+export { type Classification, classifyStatement, type StatementKind } from './classify.ts'
+export { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, descriptorPath, loadDescriptor, validateDescriptor } from './descriptor.ts'
+export { ClusterError, ConfigError, LeaderUnavailableError, NoReplicaError, PgfollowError, redactUrl, ReplayTimeoutError } from './errors.ts'
+export { formatLsn, lsnDistance, parseLsn } from './lsn.ts'
