@@ -3,39 +3,19 @@
 // in a temp dir, run in the foreground (-n) as the servers' user, and
 // stopped by its pid. When it cannot run, `startPgpool` says why instead of
 // throwing, so the bench skips that row and reports the reason.
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { chmodSync, chownSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
-import process from 'node:process'
-import postgres from 'postgres'
 import { freePort, serverUser } from 'pgfollow/cluster'
+import { findDebianBinary, waitUntilAnswers } from './peers.mjs'
 import { onCleanup, sleep } from './helpers.mjs'
 
 const TEMPLATE = new URL('./pgpool.conf.template', import.meta.url)
 
 /** The pgpool binary, installing Debian's pgpool2 when it is missing and we are root. */
 export function findPgpool({ install = true } = {}) {
-  const found = which('pgpool')
-  if (found) return { path: found, version: version(found) }
-  if (!install) return { skipped: 'pgpool is not installed (Debian package pgpool2)' }
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
-    return { skipped: 'pgpool is not installed and we are not root, so `apt-get install -y pgpool2` was not tried' }
-  }
-  const aptGet = (args) => execFileSync('apt-get', args, { stdio: 'pipe', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
-  try {
-    try {
-      aptGet(['install', '-y', '--no-install-recommends', 'pgpool2'])
-    } catch {
-      // Stale package lists are the usual cause: refresh them once and retry.
-      aptGet(['update'])
-      aptGet(['install', '-y', '--no-install-recommends', 'pgpool2'])
-    }
-  } catch (error) {
-    return { skipped: `apt-get install pgpool2 failed: ${String(error.stderr || error.message).trim().split('\n').pop()}` }
-  }
-  const installed = which('pgpool')
-  return installed ? { path: installed, version: version(installed) } : { skipped: 'apt-get installed pgpool2 but no pgpool binary is on PATH' }
+  return findDebianBinary('pgpool', 'pgpool2', { install })
 }
 
 /**
@@ -97,24 +77,11 @@ export async function startPgpool(descriptor, { children = 110 } = {}) {
   })
 
   const url = `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`
-  const deadline = Date.now() + 30_000
-  let lastError = null
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) break
-    const probe = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 2, fetch_types: false })
-    try {
-      await probe`select 1`
-      await probe.end({ timeout: 1 })
-      return { url, stop, version: binary.version, dir, children, pid: child.pid }
-    } catch (error) {
-      lastError = error
-      await probe.end({ timeout: 1 }).catch(() => {})
-      await sleep(200)
-    }
-  }
+  const failure = await waitUntilAnswers(url, child)
+  if (!failure) return { url, stop, version: binary.version, dir, children, pid: child.pid }
   const tail = readLog(dir)
   await stop()
-  return { skipped: `pgpool did not accept connections (${lastError?.message ?? 'it exited'}); its log ends:\n${tail}` }
+  return { skipped: `pgpool did not accept connections (${failure}); its log ends:\n${tail}` }
 }
 
 function readLog(dir) {
@@ -123,22 +90,4 @@ function readLog(dir) {
   } catch {
     return '(no log)'
   }
-}
-
-function which(name) {
-  for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/usr/bin'])) {
-    try {
-      execFileSync('test', ['-x', join(dir, name)])
-      return join(dir, name)
-    } catch {
-      // not here
-    }
-  }
-  return null
-}
-
-function version(path) {
-  // pgpool prints its version on stderr or stdout depending on the build.
-  const result = spawnSync(path, ['--version'], { encoding: 'utf8' })
-  return `${result.stdout ?? ''}${result.stderr ?? ''}`.trim() || null
 }

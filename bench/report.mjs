@@ -75,7 +75,7 @@ const formatters = {
   'read-throughput': (r) =>
     [
       table(
-        ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'CPU per read: client / servers / pgpool', 'errors'],
+        ['variant', 'reads/s', 'p50', 'p99', 'max', 'vs tag', 'CPU per read: client / servers / proxy', 'errors'],
         r.rows.map((
           row,
         ) => [
@@ -85,7 +85,7 @@ const formatters = {
           `${num(row.p99Ms, 1)} ms`,
           `${num(row.maxMs, 0)} ms`,
           x(row.ratioToTag),
-          [row.clientCpuUsPerRead, row.serversCpuUsPerRead, row.pgpoolCpuUsPerRead].map((
+          [row.clientCpuUsPerRead, row.serversCpuUsPerRead, row.pgpoolCpuUsPerRead ?? row.haproxyCpuUsPerRead].map((
             us,
           ) => (us === null || us === undefined || Number.isNaN(us) ? '–' : num(us, 0))).join(' / ') + ' µs',
           num(row.errors),
@@ -242,5 +242,5 @@ export function formatResults(results) {
 export function formatMachine(m) {
   return `${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}, PostgreSQL ${m.postgres ?? '?'}, postgres.js ${
     m.postgresJs ?? '?'
-  }, ${m.pgpool ?? 'pgpool-II not found'}; load average at start ${m.loadAverage.join(' ')}`
+  }, ${m.pgpool ?? 'pgpool-II not found'}, ${m.haproxy ?? 'HAProxy not found'}; load average at start ${m.loadAverage.join(' ')}`
 }

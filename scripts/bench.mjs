@@ -16,7 +16,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const USAGE = `Usage: npm run bench -- [flags]   (or: node scripts/bench.mjs [flags])
 
 Measures the sql tag against raw postgres.js, the proof of concept's
-round-robin pools and pgpool-II on a local cluster it starts and removes.
+round-robin pools, HAProxy and pgpool-II on a local cluster it starts and removes.
 See BENCHMARKS.md for what each question measures and the last results.
 
 Flags
@@ -55,7 +55,7 @@ if (wrong.length > 0) {
 const out = resolve(argv.out ?? `${root}/bench/results/latest.json`)
 const quick = Boolean(argv.quick)
 
-const [helpers, report, pgpool] = await loadBench()
+const [helpers, report, pgpool, haproxy] = await loadBench()
 const log = (line) => console.error(chalk.dim(line))
 const started = performance.now()
 const machine = { ...helpers.machine(), postgresJs: helpers.packageVersion('postgres'), mitata: helpers.packageVersion('mitata') }
@@ -65,6 +65,9 @@ try {
   const found = pgpool.findPgpool({ install: selected.includes('read-throughput') })
   machine.pgpool = found.version ?? null
   if (found.skipped) log(`pgpool-II: ${found.skipped}`)
+  const foundHaproxy = haproxy.findHaproxy({ install: selected.includes('read-throughput') })
+  machine.haproxy = foundHaproxy.version ?? null
+  if (foundHaproxy.skipped) log(`HAProxy: ${foundHaproxy.skipped}`)
 
   if (selected.some((id) => !NO_CLUSTER.has(id))) {
     log('starting a local cluster (leader + 2 replicas) and seeding 2000 blogs…')
@@ -123,7 +126,12 @@ async function serverVersion(url) {
 
 async function loadBench() {
   try {
-    return await Promise.all([import('../bench/helpers.mjs'), import('../bench/report.mjs'), import('../bench/pgpool.mjs')])
+    return await Promise.all([
+      import('../bench/helpers.mjs'),
+      import('../bench/report.mjs'),
+      import('../bench/pgpool.mjs'),
+      import('../bench/haproxy.mjs'),
+    ])
   } catch (error) {
     if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
       console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm run bench` does it).'))
