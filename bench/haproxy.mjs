@@ -19,7 +19,6 @@ export function findHaproxy({ install = true } = {}) {
   // "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/": the name and version are enough.
   return found.version ? { ...found, version: found.version.split(' - ')[0] } : found
 }
-}
 
 /**
  * Starts HAProxy (TCP mode, `balance roundrobin`) in front of the replicas
