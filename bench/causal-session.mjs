@@ -1,13 +1,18 @@
 // Question 3: what does a causal session cost? Write latency through a
 // session vs the plain tag (mitata, serial), and the first read after a
-// write: its latency, how often it misses the write, and where it ran.
+// write: its latency, how often it misses the write, and where it ran,
+// against the floor no client can beat: how long a committed write takes
+// to become visible on a replica (raw connections, polled).
 import { bench, do_not_optimize, group, summary } from 'mitata'
+import postgres from 'postgres'
 import { connect } from 'pgfollow'
 import { alternate, isMain, latencySummary, mitataRounds, pairedRatio, round, standalone } from './helpers.mjs'
 
 export const id = 'causal-session'
 export const title = '3. Causal session cost: write latency and the first read after a write'
 const POOL_MAX = 10
+/** Issue 14's target: a session's first read after a write, p90, within this multiple of the visibility floor's p90. */
+const FLOOR_TARGET = 1.5
 
 export async function measure({ cluster, quick, log }) {
   const { leader, replicas } = cluster.descriptor
@@ -84,6 +89,7 @@ export async function measure({ cluster, quick, log }) {
         const l = latencySummary(r.latencies)
         return [kind, {
           p50Ms: round(l.p50, 3),
+          p90Ms: round(l.p90, 3),
           p99Ms: round(l.p99, 3),
           reads: r.reads,
           staleReads: r.stale,
@@ -92,6 +98,8 @@ export async function measure({ cluster, quick, log }) {
         }]
       }),
     )
+    const floor = await visibilityFloor(leader, replicas, quick ? 100 : 300)
+    const floorRatio = firstRead.session.p90Ms / floor.p90Ms
     return {
       id,
       title,
@@ -103,10 +111,44 @@ export async function measure({ cluster, quick, log }) {
       },
       write,
       firstRead,
+      floor,
+      target: {
+        description: `session's first read after a write, p90, within ${FLOOR_TARGET}× the write-visible-on-replica floor's p90`,
+        ratio: round(floorRatio, 3),
+        limit: FLOOR_TARGET,
+        met: floorRatio <= FLOOR_TARGET,
+      },
     }
   } finally {
     await sql.end({ timeout: 5 })
   }
+}
+
+/**
+ * The replication delay floor: a write committed on the leader, then the
+ * replicas (taken in turn) asked for the row back-to-back until it shows.
+ * Time from the commit's answer to the first read that sees the row; no
+ * router, no session, nothing a client could skip.
+ */
+async function visibilityFloor(leader, replicas, writes) {
+  const options = { max: 1, onnotice: () => {} }
+  const writer = postgres(leader, options)
+  const readers = replicas.map((url) => postgres(url, options))
+  const url = 'https://bench.example/floor'
+  const latencies = []
+  try {
+    for (let i = 0; i < writes; i++) {
+      const [row] = await writer`insert into blogs (url) values (${url}) returning id`
+      const started = performance.now()
+      const reader = readers[i % readers.length]
+      while ((await reader`select id from blogs where id = ${row.id}`).length === 0);
+      latencies.push(performance.now() - started)
+    }
+  } finally {
+    await Promise.all([writer, ...readers].map((pool) => pool.end({ timeout: 5 })))
+  }
+  const l = latencySummary(latencies)
+  return { writes, p50Ms: round(l.p50, 3), p90Ms: round(l.p90, 3), p99Ms: round(l.p99, 3) }
 }
 
 function served(sql) {

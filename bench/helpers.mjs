@@ -137,10 +137,16 @@ export function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
 }
 
-/** Latencies (ms) → p50/p99/max, sorting a copy. */
+/** Latencies (ms) → p50/p90/p99/max, sorting a copy. */
 export function latencySummary(latencies) {
   const sorted = Float64Array.from(latencies).sort()
-  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.length ? sorted[sorted.length - 1] : NaN, count: sorted.length }
+  return {
+    p50: percentile(sorted, 50),
+    p90: percentile(sorted, 90),
+    p99: percentile(sorted, 99),
+    max: sorted.length ? sorted[sorted.length - 1] : NaN,
+    count: sorted.length,
+  }
 }
 
 /** Median of each numeric field over repeated results; `runs` keeps the raw values. */

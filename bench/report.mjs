@@ -114,6 +114,7 @@ const formatters = {
             `${num(r.firstRead.session.p50Ms, 2)} ms`,
             x(r.firstRead.session.p50Ms / r.firstRead.plain.p50Ms),
           ],
+          ['first read after the write, p90', `${num(r.firstRead.plain.p90Ms, 2)} ms`, `${num(r.firstRead.session.p90Ms, 2)} ms`, ''],
           ['first read after the write, p99', `${num(r.firstRead.plain.p99Ms, 2)} ms`, `${num(r.firstRead.session.p99Ms, 2)} ms`, ''],
           [
             '… that missed the write',
@@ -124,6 +125,11 @@ const formatters = {
           ['… served by leader / replicas', servedBy(r.firstRead.plain.byNode), servedBy(r.firstRead.session.byNode), ''],
         ],
       ),
+      '',
+      `Floor: a committed write is visible on a replica after p50 ${num(r.floor.p50Ms, 2)} ms, p90 ${num(r.floor.p90Ms, 2)} ms, p99 ${
+        num(r.floor.p99Ms, 2)
+      } ms (${r.floor.writes} writes, raw connections polling).`,
+      `- ${r.target.description}: ${x(r.target.ratio)} → ${mark(r.target.met)}`,
     ].join('\n'),
 
   skew: (r) =>
@@ -133,11 +139,11 @@ const formatters = {
           `**${s.scenario}** (${s.how})`,
           '',
           table(
-            ['balance', 'reads/s', 'p50', 'p99', 'max', 'replica2 share'],
+            ['variant', 'reads/s', 'p50', 'p99', 'max', 'replica2 share'],
             s.rows.map((
               row,
             ) => [
-              row.balance,
+              row.balance === 'raw-round-robin' ? 'raw postgres.js round-robin' : `tag, balance ${row.balance}`,
               num(row.readsPerSecond),
               `${num(row.p50Ms, 1)} ms`,
               `${num(row.p99Ms, 1)} ms`,
@@ -147,6 +153,7 @@ const formatters = {
           ),
           '',
           `least-busy / round-robin: reads/s ${x(s.leastBusyOverRoundRobin.readsPerSecond)}, p99 ${x(s.leastBusyOverRoundRobin.p99)}`,
+          ...(s.target ? [`- ${s.target.description}: p99 ${x(s.target.p99)}, reads/s ${x(s.target.readsPerSecond)} → ${mark(s.target.met)}`] : []),
         ].join('\n')
       )
       .join('\n\n'),
