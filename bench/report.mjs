@@ -70,6 +70,7 @@ const formatters = {
       ),
       '',
       `Target (under ${r.target.limit * 100} %): ${mark(r.target.met)} — worst ${pct(r.target.worst)}.`,
+      ...(r.cpuTarget ? [`CPU target (${r.cpuTarget.description}): ${mark(r.cpuTarget.met)} — worst ${x(r.cpuTarget.worst)}.`] : []),
     ].join('\n'),
 
   'read-throughput': (r) =>

@@ -17,6 +17,8 @@ export const title = '1. Routing overhead: the tag vs raw postgres.js on the sam
 const POOL_MAX = 10 // postgres.js's default, given explicitly to both sides
 const READERS = 100
 const TARGET = 0.03
+/** Issue 14: client CPU per statement through the tag within this multiple of raw postgres.js's. */
+const CPU_TARGET = 1.1
 
 const QUERIES = {
   'select 1': () => (sql) => sql`select 1`,
@@ -189,6 +191,7 @@ export async function measure({ cluster, quick, log }) {
   }
 
   const worst = Math.max(...latency.map((row) => row.overhead), ...throughput.map((row) => row.overhead))
+  const worstCpu = Math.max(...throughput.map((row) => row.cpuRatio))
   return {
     id,
     title,
@@ -208,6 +211,12 @@ export async function measure({ cluster, quick, log }) {
       limit: TARGET,
       worst: round(worst, 4),
       met: worst < TARGET,
+    },
+    cpuTarget: {
+      description: `client CPU per statement through the tag within ${CPU_TARGET}× raw postgres.js's (100 readers, median of paired rounds)`,
+      limit: CPU_TARGET,
+      worst: round(worstCpu, 3),
+      met: worstCpu <= CPU_TARGET,
     },
   }
 }
