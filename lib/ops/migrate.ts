@@ -40,7 +40,7 @@ interface MigrationFile {
 }
 
 /** Reads the migration files in order, with their sha256. */
-export function readMigrations(directory = sqlPath('migrations')): MigrationFile[] {
+export function readMigrations(directory: string = sqlPath('migrations')): MigrationFile[] {
   return readdirSync(directory)
     .filter((name) => MIGRATION_FILE.test(name))
     .sort()

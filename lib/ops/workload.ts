@@ -42,13 +42,19 @@ export function writeBlog(sql: WorkloadSql, random: Random = Math.random): Promi
   })
 }
 
+/** Which posts one reader step reads. */
+export interface Page {
+  offset: number
+  limit: number
+}
+
 /** The reader's page bounds: offset 1-1000, limit 1-20, as in the proof of concept. */
-export function randomPage(random: Random = Math.random): { offset: number; limit: number } {
+export function randomPage(random: Random = Math.random): Page {
   return { offset: between(random, 1, 1000), limit: between(random, 1, 20) }
 }
 
 /** One reader step: a page of posts with their comments (one row per comment). */
-export function readPage(sql: WorkloadSql, page = randomPage()): Promise<unknown[]> {
+export function readPage(sql: WorkloadSql, page: Page = randomPage()): Promise<unknown[]> {
   return sql.unsafe(sqlText('queries/workload-read-page.sql'), [page.offset, page.limit], { prepare: true })
 }
 

@@ -13,10 +13,12 @@ import type { NodeStatus, RouteContext, Router } from './router.ts'
 import { SessionPosition } from './session.ts'
 
 type Tag = postgres.Sql<Record<string, never>>
+/** postgres.js's call signatures (the tag and the helpers), which `Omit` alone would drop. */
+type Callable = postgres.ISql<Record<string, never>>
 type TransactionFn<T> = (sql: postgres.TransactionSql<Record<string, never>>) => T | Promise<T>
 
 /** What a pinned or session tag adds to postgres.js's `sql`. */
-export interface RoutedSql extends Omit<Tag, 'begin' | 'end'> {
+export interface RoutedSql extends Callable, Omit<Tag, 'begin' | 'end' | keyof Callable> {
   /** Statements pinned to the leader. */
   leader: RoutedSql
   /** Statements pinned to replicas (with `fallback: false` and none healthy: NoReplicaError). */
