@@ -7,7 +7,7 @@
 import * as docker from '@pulumi/docker'
 import * as pulumi from '@pulumi/pulumi'
 import * as random from '@pulumi/random'
-import { REPLICATOR_ROLE, serverSettings, toServerFlags } from '../lib/topology.ts'
+import { type ClusterDescriptor, REPLICATOR_ROLE, serverSettings, toServerFlags } from '../lib/topology.ts'
 import {
   containerScript,
   hbaFile,
@@ -34,11 +34,8 @@ import {
 
 export type { PostgresClusterArgs } from './options.ts'
 
-/** The cluster descriptor of DESIGN.md: what scripts and `connect()` read. */
-export interface ClusterDescriptor {
-  leader: string
-  replicas: string[]
-}
+/** The cluster descriptor: what scripts and `connect()` read (its shape is the topology module's). */
+export type { ClusterDescriptor } from '../lib/topology.ts'
 
 /** Seconds Pulumi waits for a node's health check after creating it. */
 const LEADER_WAIT_SECONDS = 180

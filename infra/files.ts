@@ -100,8 +100,5 @@ export function pgpassFile(servers: PgadminServer[], username: string, password:
   return servers.map((server) => [server.host, server.port, '*', username, password].map((v) => escape(String(v))).join(':')).join('\n') + '\n'
 }
 
-/** postgres://user:password@host:port/database, the descriptor's URL form. */
-export function postgresUrl(options: { user: string; password: string; host: string; port: number; database: string }): string {
-  const { user, password, host, port, database } = options
-  return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${encodeURIComponent(database)}`
-}
+/** postgres://user:password@host:port/database, the descriptor's URL form: built by the shared topology module. */
+export { postgresUrl } from '../lib/topology.ts'

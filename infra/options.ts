@@ -6,7 +6,16 @@
  */
 import { isIP } from 'node:net'
 import * as pulumi from '@pulumi/pulumi'
-import { replicaName, slotName, SYNCHRONOUS_MODES, type SynchronousMode } from '../lib/topology.ts'
+import {
+  DATABASE,
+  DEFAULT_PORTS,
+  nodeNames,
+  parsePort,
+  parseSynchronousMode,
+  REPLICA_PORT_STEP,
+  slotName,
+  type SynchronousMode,
+} from '../lib/topology.ts'
 
 /** Where one node runs when it is not on the local Docker engine. */
 export interface NodeHost {
@@ -57,8 +66,8 @@ export interface PostgresClusterArgs {
 export const DEFAULTS = {
   postgresImage: 'postgres:18',
   replicas: 2,
-  leaderPort: 5432,
-  replicaPorts: [5480, 5490],
+  leaderPort: DEFAULT_PORTS[0],
+  replicaPorts: DEFAULT_PORTS.slice(1),
   synchronous: 'off' as SynchronousMode,
   bindAddress: '127.0.0.1',
   pgadmin: true,
@@ -73,14 +82,15 @@ export const DEFAULTS = {
 export const SECRET_KEYS = ['postgresPassword', 'replicatorPassword', 'pgadminPassword'] as const
 
 /** Replica ports past the configured ones continue this far apart (5480, 5490, 5500, ...). */
-export const REPLICA_PORT_STEP = 10
+export { REPLICA_PORT_STEP }
 /** Port every node listens on inside its container. */
 export const CONTAINER_PORT = 5432
 /** pgAdmin's port inside its container. */
 export const PGADMIN_CONTAINER_PORT = 80
-/** Superuser and maintenance database of every node. */
+/** Superuser of every node. */
 export const SUPERUSER = 'postgres'
-export const DATABASE = 'postgres'
+/** The database the image creates (POSTGRES_DB) and the descriptor's URLs name: the same as the local cluster's. */
+export { DATABASE }
 
 export interface NodePlan {
   /** `leader`, `replica1`, ...: also the replica's application_name. */
@@ -136,10 +146,10 @@ export function planCluster(args: PostgresClusterArgs, defaultPrefix = 'pgfollow
   if (!Number.isInteger(replicas) || replicas < 0) {
     fail(`replicas must be a whole number, 0 or more (got ${replicas}): pulumi config set replicas 2`)
   }
-  const synchronous = (args.synchronous ?? DEFAULTS.synchronous) as SynchronousMode
-  if (!SYNCHRONOUS_MODES.includes(synchronous)) {
-    fail(`synchronous is "${synchronous}": use one of ${SYNCHRONOUS_MODES.join(', ')} (pulumi config set synchronous off)`)
-  }
+  const synchronous = checked(
+    () => parseSynchronousMode(args.synchronous ?? DEFAULTS.synchronous, 'synchronous'),
+    'pulumi config set synchronous off',
+  )
   const bindAddress = ipAddress('bindAddress', args.bindAddress ?? DEFAULTS.bindAddress)
   const namePrefix = args.namePrefix ?? defaultPrefix
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(namePrefix)) {
@@ -149,7 +159,7 @@ export function planCluster(args: PostgresClusterArgs, defaultPrefix = 'pgfollow
 
   const leaderPort = port('leaderPort', args.leaderPort ?? DEFAULTS.leaderPort)
   const replicaPorts = replicaPortsFor(replicas, args.replicaPorts ?? DEFAULTS.replicaPorts)
-  const names = ['leader', ...Array.from({ length: replicas }, (_, i) => replicaName(i))]
+  const names = nodeNames(replicas)
   const hosts = args.hosts ?? DEFAULTS.hosts
   if (typeof hosts !== 'object' || hosts === null || Array.isArray(hosts)) {
     fail('hosts must be an object keyed by node name, e.g. {"replica2": {"docker": "ssh://me@box2", "address": "10.0.0.12"}}')
@@ -279,12 +289,17 @@ function isLoopback(address: string): boolean {
 }
 
 function port(key: string, value: unknown): number {
-  // `pulumi config set --path 'replicaPorts[0]' 5480` may store a string.
-  const number = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value
-  if (!Number.isInteger(number) || (number as number) < 1 || (number as number) > 65535) {
-    fail(`${key} must be a port number from 1 to 65535 (got ${JSON.stringify(value)})`)
+  return checked(() => parsePort(value, key))
+}
+
+/** The shared topology checks throw ConfigError; here they become ClusterConfigError, with a hint how to fix it. */
+function checked<T>(check: () => T, hint?: string): T {
+  try {
+    return check()
+  } catch (error) {
+    const message = (error as Error).message.replace(/\.$/, '')
+    return fail(hint ? `${message} (${hint})` : message)
   }
-  return number as number
 }
 
 function nonEmpty(key: string, value: unknown): string {

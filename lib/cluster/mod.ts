@@ -9,9 +9,9 @@ export {
   down,
   isRunning,
   leaderOf,
+  type LocalNode,
   nodePaths,
   nodePid,
-  type NodeState,
   nodeUrl,
   planPorts,
   readState,
@@ -26,6 +26,7 @@ export {
 } from './local.ts'
 export { freePort, isPortFree } from './ports.ts'
 export { isAlive, readPid, runningPid, startServer, stopServer } from './process.ts'
-export { type ClusterStatus, type NodeStatus, status } from './status.ts'
+export { type ClusterStatus, type ServerStatus, status } from './status.ts'
+export { reachableBinaries, SERVER_ROOT } from './reachable.ts'
 export { serverUser } from './user.ts'
 export { failover, type FailoverOptions, type FailoverResult, fence } from './failover.ts'

@@ -19,7 +19,7 @@ export interface RunResult {
 }
 
 /** Runs a program to completion, as the server user when we are root. */
-export function run(user: ServerUser | null, command: string, args: string[], env?: Record<string, string>): Promise<RunResult> {
+export function runAs(user: ServerUser | null, command: string, args: string[], env?: Record<string, string>): Promise<RunResult> {
   const [file, argv] = asUser(user, command, args)
   return new Promise((resolvePromise, reject) => {
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
@@ -94,7 +94,7 @@ export interface StartOptions {
 /** Starts a server and waits until it accepts connections; errors show its log. */
 export async function startServer(options: StartOptions): Promise<number> {
   const { binaries, user, dataDir, logFile, name, timeoutSeconds = 60 } = options
-  const result = await run(user, binaries.pgCtl, ['start', '-w', '-s', '-t', String(timeoutSeconds), '-D', dataDir, '-l', logFile])
+  const result = await runAs(user, binaries.pgCtl, ['start', '-w', '-s', '-t', String(timeoutSeconds), '-D', dataDir, '-l', logFile])
   const pid = runningPid(dataDir)
   if (result.code !== 0 || !pid) {
     throw new ClusterError(

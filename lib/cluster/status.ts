@@ -7,7 +7,7 @@ import { redactUrl } from '../tag/errors.ts'
 import { sqlText } from '../ops/sqlfiles.ts'
 import { type ClusterState, nodePid, nodeUrl, requireState } from './local.ts'
 
-export interface NodeStatus {
+export interface ServerStatus {
   name: string
   /** The role the server reports (pg_is_in_recovery), or the recorded one when it is down. */
   role: 'leader' | 'replica'
@@ -22,7 +22,7 @@ export interface NodeStatus {
 
 export interface ClusterStatus {
   dir: string
-  nodes: NodeStatus[]
+  nodes: ServerStatus[]
   /** Every node runs and every replica streams. */
   healthy: boolean
 }
@@ -59,9 +59,9 @@ async function nodeStatus(
   state: ClusterState,
   node: ClusterState['nodes'][number],
   replication: Map<string, ReplicationRow> | null,
-): Promise<NodeStatus> {
+): Promise<ServerStatus> {
   const url = nodeUrl(state, node)
-  const base: NodeStatus = {
+  const base: ServerStatus = {
     name: node.name,
     role: node.role,
     port: node.port,

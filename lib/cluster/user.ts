@@ -55,36 +55,40 @@ export function asUser(user: ServerUser | null, command: string, args: string[])
 }
 
 /**
- * Every directory from `path` up to / must let the server user pass
- * (execute bit for it as owner, group or other). The message names the
- * first closed one, which is what the user has to chmod.
+ * The first directory from / down to `path` that the server user cannot
+ * pass (no execute bit for it as owner, group or other), or null. Parts
+ * that do not exist yet count as open: we create them with the right owner.
  */
-export function assertReachable(user: ServerUser | null, path: string, what: string): void {
-  if (!user) return
-  let current = resolve(path)
+export function closedDir(user: ServerUser, path: string): string | null {
   const chain: string[] = []
-  for (;;) {
+  for (let current = resolve(path);; current = dirname(current)) {
     chain.push(current)
-    const parent = dirname(current)
-    if (parent === current) break
-    current = parent
+    if (dirname(current) === current) break
   }
   for (const dir of chain.reverse()) {
     let stat
     try {
       stat = statSync(dir)
     } catch {
-      return // the rest does not exist yet; we create it with the right owner
+      return null
     }
     if (!stat.isDirectory()) continue
     const mode = stat.mode
     const passes = stat.uid === user.uid ? mode & 0o100 : stat.gid === user.gid ? mode & 0o010 : mode & 0o001
-    if (!passes) {
-      throw new ClusterError(
-        `The PostgreSQL servers run as the user "${user.name}" (PostgreSQL refuses root), and it cannot enter ${dir}, ` +
-          `which holds the ${what}. Run \`chmod o+x ${dir}\` or choose a --dir outside it.`,
-      )
-    }
+    if (!passes) return dir
+  }
+  return null
+}
+
+/** Throws a ClusterError naming the first directory on the way to `path` that the server user cannot enter. */
+export function assertReachable(user: ServerUser | null, path: string, what: string): void {
+  if (!user) return
+  const dir = closedDir(user, path)
+  if (dir !== null) {
+    throw new ClusterError(
+      `The PostgreSQL servers run as the user "${user.name}" (PostgreSQL refuses root), and it cannot enter ${dir}, ` +
+        `which holds the ${what}. Run \`chmod o+x ${dir}\` or choose a --dir outside it.`,
+    )
   }
 }
 

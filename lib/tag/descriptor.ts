@@ -8,7 +8,7 @@ import { resolve } from 'node:path'
 import process from 'node:process'
 import { ConfigError, redactUrl } from './errors.ts'
 
-/** The descriptor both kinds of cluster produce (DESIGN.md). */
+/** The descriptor both kinds of cluster produce: one leader URL and the replicas' URLs (written as cluster.json by the local cluster, output by the Pulumi stack). */
 export interface ClusterDescriptor {
   leader: string
   replicas: string[]
