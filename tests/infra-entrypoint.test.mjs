@@ -1,3 +1,4 @@
+// @needs /usr/lib/postgresql/15/bin/pg_ctl apt-get install postgresql-15 postgresql-client-15 (or run the file directly with PG15_BIN)
 // The container scripts of infra/, run for real without Docker: a local
 // PostgreSQL 15 leader (Debian's packages) is set up with the leader's init
 // script, then the replica entrypoint clones it, restarts without cloning

@@ -320,7 +320,7 @@ pgadmin('servers.json lists every node in group pgfollow, with integer ports and
     assert.is(server.Port, 5432)
     assert.ok(Number.isInteger(server.Port))
     assert.is(server.Username, 'postgres')
-    assert.is(server.MaintenanceDB, 'postgres')
+    assert.is(server.MaintenanceDB, 'pgfollow')
     assert.is(server.ConnectionParameters.passfile, '/.pgpass')
   }
 })

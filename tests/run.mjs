@@ -10,8 +10,13 @@
 // file's process group, so every file runs with a marker in its environment
 // (servers inherit it) and whatever still carries it after the file ends is
 // stopped by pid and counted as a failure: tests must stop what they start.
-import { spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+// A file that needs a system tool npm cannot install says so in its first
+// lines, `// @needs COMMAND-OR-PATH how to get it`: where it is missing, the
+// file is skipped with a line that says so, except on CI (CI=true), where
+// .ci/run installs it and a missing tool fails. A test inside a file may print
+// a line starting with `SKIPPED ` for the same reason; the summary repeats it.
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
@@ -86,6 +91,15 @@ function isDenoFile(file) {
   return readFileSync(file, 'utf8').split('\n', 5).some((line) => line.trim() === DENO_MARKER)
 }
 
+/** The `// @needs` lines of a file whose tool is missing here: [{ tool, how }]. */
+function missingNeeds(file) {
+  return readFileSync(file, 'utf8').split('\n', 10)
+    .map((line) => line.match(/^\/\/ @needs (\S+)\s*(.*)$/))
+    .filter(Boolean)
+    .map(([, tool, how]) => ({ tool, how }))
+    .filter(({ tool }) => tool.startsWith('/') ? !existsSync(tool) : spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0)
+}
+
 /** Runs one file in its own process group, so a timeout ends it and everything it spawned. */
 function runFile(run, index) {
   const name = relative(root, run.file)
@@ -93,6 +107,19 @@ function runFile(run, index) {
   const marker = `${MARKER}=${runId}`
   console.log(`\n▶ ${run.runtime} ${name}`)
   const started = performance.now()
+  const missing = missingNeeds(run.file)
+  if (missing.length > 0) {
+    const what = missing.map(({ tool, how }) => `${tool} (${how})`).join(', ')
+    if (process.env.CI === 'true') {
+      console.error(`✘ ${name} needs ${what}: on CI, .ci/run must install it.`)
+      return Promise.resolve({ ...run, name, seconds: 0, passed: 0, failed: 1, skipped: 0, note: `missing ${what}`, skips: [] })
+    }
+    const line = `SKIPPED ${name} (${run.runtime}): needs ${what}; install it and run \`node tests/run.mjs ${
+      name.replace(/^tests\/|\.test\.mjs$/g, '')
+    }\``
+    console.log(line)
+    return Promise.resolve({ ...run, name, seconds: 0, passed: 0, failed: 0, skipped: 1, note: 'skipped', skips: [line] })
+  }
   return new Promise((resolvePromise) => {
     const child = spawn(run.command, run.args, {
       cwd: root,
@@ -155,15 +182,16 @@ function judge(output, code, timedOut, spawnError) {
   const total = last('Total')
   const passed = last('Passed')
   const skipped = last('Skipped') ?? 0
+  const skips = [...text.matchAll(/^\s*(SKIPPED .*)$/gm)].map((match) => match[1])
   if (total === null || passed === null) {
-    return { passed: 0, failed: 1, skipped: 0, note: timedOut ? 'timed out' : `no uvu summary, exit code ${code}` }
+    return { passed: 0, failed: 1, skipped: 0, skips, note: timedOut ? 'timed out' : `no uvu summary, exit code ${code}` }
   }
   let failed = total - passed
   let note = ''
   if (timedOut) note = 'timed out'
   else if (code !== 0 && failed === 0) note = `exit code ${code} after its tests passed`
   if ((timedOut || code !== 0) && failed === 0) failed = 1
-  return { passed, failed, skipped, note }
+  return { passed, failed, skipped: skipped + skips.length, skips, note }
 }
 
 /**
@@ -245,4 +273,6 @@ function printSummary(results) {
   }
   const seconds = results.reduce((sum, result) => sum + result.seconds, 0)
   console.log(`Total time ${seconds.toFixed(1)} s`)
+  const skips = results.flatMap((result) => result.skips ?? [])
+  if (skips.length > 0) console.log(`\nNot run here (CI runs them):\n${skips.map((line) => `  ${line}`).join('\n')}`)
 }
