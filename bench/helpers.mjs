@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import process from 'node:process'
+import { percentile } from 'pgfollow/ops'
 import { constants as perfConstants, PerformanceObserver } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { run } from 'mitata'
@@ -131,11 +132,8 @@ export function median(values) {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
 
-/** Nearest-rank percentile of an ascending array. */
-export function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
-}
+/** Nearest-rank percentile of an ascending array: the toolkit's, which the scripts use too. */
+export { percentile }
 
 /** Latencies (ms) → p50/p90/p99/max, sorting a copy. */
 export function latencySummary(latencies) {

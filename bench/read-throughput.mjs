@@ -10,6 +10,7 @@
 import postgres from 'postgres'
 import { connect } from 'pgfollow'
 import { randomPage, readPage, seededRandom } from 'pgfollow/ops'
+import { nodeNames } from 'pgfollow/topology'
 import { compareThroughput, isMain, pairedRatio, processTreeCpuSeconds, round, standalone } from './helpers.mjs'
 import { startHaproxy } from './haproxy.mjs'
 import { startPgpool } from './pgpool.mjs'
@@ -161,7 +162,7 @@ export async function measure({ cluster, quick, log }) {
 function otherCpu(cluster, pgpool, haproxy) {
   const cpuOf = {}
   if (cluster.pid) {
-    const names = ['leader', ...cluster.descriptor.replicas.map((_, i) => `replica${i + 1}`)]
+    const names = nodeNames(cluster.descriptor.replicas.length)
     cpuOf.servers = () => {
       const each = names.map((name) => processTreeCpuSeconds(cluster.pid(name)))
       return each.includes(null) ? null : each.reduce((sum, seconds) => sum + seconds, 0)

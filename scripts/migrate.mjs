@@ -13,7 +13,7 @@ const USAGE = `Usage: npx zx scripts/migrate.mjs [--cluster FILE] [--directory D
   --directory DIR    migration files NNN_name.sql (default: sql/migrations)
   --json             print one machine-readable result`
 
-const FLAGS = new Set(['_', '--', 'cluster', 'directory', 'json', 'help', 'h'])
+const FLAGS = ['cluster', 'directory', 'json', 'help', 'h']
 
 const { pgfollow, ops } = await loadLibrary()
 await runMain(main, pgfollow)
@@ -23,11 +23,7 @@ async function main() {
     echo(USAGE)
     return 0
   }
-  const unknown = Object.keys(argv).filter((key) => !FLAGS.has(key))
-  if (unknown.length > 0 || argv._.length > 0) {
-    const what = unknown.length > 0 ? `Unknown flag ${unknown.map((key) => `--${key}`).join(', ')}` : `Unexpected argument ${argv._.join(' ')}`
-    throw new pgfollow.ConfigError(`${what}. Run with --help for usage.`)
-  }
+  ops.assertOnlyKnownFlags(argv, FLAGS)
   for (const flag of ['cluster', 'directory']) {
     if (argv[flag] === true || argv[flag] === '') throw new pgfollow.ConfigError(`--${flag} takes a path. Run with --help for usage.`)
   }

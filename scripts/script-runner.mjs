@@ -6,11 +6,16 @@
 import process from 'node:process'
 import { chalk } from 'zx'
 
-/** `{ pgfollow, ops, cluster }`: the `pgfollow`, `pgfollow/ops` and `pgfollow/cluster` modules from dist/. */
+/** `{ pgfollow, ops, cluster, topology }`: the `pgfollow`, `pgfollow/ops`, `pgfollow/cluster` and `pgfollow/topology` modules from dist/. */
 export async function loadLibrary() {
   try {
-    const [pgfollow, ops, cluster] = await Promise.all([import('pgfollow'), import('pgfollow/ops'), import('pgfollow/cluster')])
-    return { pgfollow, ops, cluster }
+    const [pgfollow, ops, cluster, topology] = await Promise.all([
+      import('pgfollow'),
+      import('pgfollow/ops'),
+      import('pgfollow/cluster'),
+      import('pgfollow/topology'),
+    ])
+    return { pgfollow, ops, cluster, topology }
   } catch (error) {
     if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
       console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
@@ -18,6 +23,18 @@ export async function loadLibrary() {
     }
     throw error
   }
+}
+
+/** A node state in the colour of its tone (pgfollow/ops stateTone decides the tone). */
+export function paint(state, ops) {
+  const tone = ops.stateTone(state)
+  return tone === 'good' ? chalk.green(state) : tone === 'bad' ? chalk.red(state) : chalk.yellow(state)
+}
+
+/** pgfollow/ops formatTable with a bold header, as one string. */
+export function table(ops, header, rows) {
+  const [head, ...body] = ops.formatTable(header, rows)
+  return [chalk.bold(head), ...body].join('\n')
 }
 
 /** Prints an error the way every script does. */

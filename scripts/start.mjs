@@ -6,7 +6,7 @@
 // 2. migrate.mjs, 3. load.mjs for 30 s with the live line and a report,
 // 4. lagcheck.mjs --once. Each step is the script an operator would run by
 // hand; this file only sequences them. The cluster stays up afterwards.
-import { join, relative, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { $, chalk, echo, parseArgv } from 'zx'
 import { loadLibrary } from './script-runner.mjs'
 
@@ -25,7 +25,8 @@ check. Ctrl-C stops the load cleanly; the cluster stays up either way
 
 const here = new URL('.', import.meta.url).pathname
 const script = (name) => join(here, name)
-const args = await scriptArgs()
+const { ops } = await loadLibrary()
+const args = ops.scriptArgs(import.meta.url)
 const argv = parseArgv(args, { string: ['dir', 'ports'], boolean: ['help', 'h'] })
 
 if (argv.help || argv.h) {
@@ -80,14 +81,7 @@ if (code === 0) {
 process.exitCode = code
 
 function displayPath(path) {
-  const shown = relative(process.cwd(), path)
-  return shown === '' ? '.' : shown.startsWith('..') ? path : shown
-}
-
-/** This script's arguments, however it was started (`node` or `npx zx`); npm start builds pgfollow first. */
-async function scriptArgs() {
-  const { ops } = await loadLibrary()
-  return ops.scriptArgs(import.meta.url)
+  return ops.displayPath(path)
 }
 
 /** The arguments for load.mjs: everything but --dir, --ports and their values. */

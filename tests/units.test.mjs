@@ -15,7 +15,9 @@ const { createPicker } = await load('tag/balance')
 const { validateDescriptor } = await load('tag/descriptor')
 const { ConfigError, redactUrl } = await load('tag/errors')
 const { PendingStatements } = await load('tag/pending')
-const { synchronousStandbyNames, serverSettings, hbaLines, primaryConninfo } = await load('topology')
+const { synchronousStandbyNames, serverSettings, hbaLines, primaryConninfo, parsePort, parseSynchronousMode, postgresUrl, nodeNames, defaultPorts } =
+  await load('topology')
+const { displayPath, stateTone } = await load('ops/cli')
 
 const leader = 'postgres://u:p@127.0.0.1:5432/db'
 const replicas = ['postgres://u:p@127.0.0.1:5480/db', 'postgres://u:p@127.0.0.1:5490/db']
@@ -311,3 +313,47 @@ pending('a visitor may remove the statement it visits (the sweeper gives up on i
 })
 
 pending.run()
+
+// ---
+
+const topology = suite('topology: one check and one builder for every kind of cluster')
+
+topology('ports: one range, digit strings accepted, the error names the flag or key', () => {
+  assert.is(parsePort(5432, '--ports'), 5432)
+  assert.is(parsePort('5480', 'replicaPorts[0]'), 5480)
+  for (const bad of [80, 0, 70000, 1.5, 'x', true]) {
+    assert.throws(() => parsePort(bad, 'leaderPort'), /leaderPort must be a port number from 1024 to 65535/)
+  }
+})
+
+topology('synchronous modes: the three, else an error listing them', () => {
+  for (const mode of ['off', 'any', 'first']) assert.is(parseSynchronousMode(mode, '--synchronous'), mode)
+  assert.throws(() => parseSynchronousMode('all', '--synchronous'), /--synchronous is "all": use one of off, any, first/)
+})
+
+topology('names, default ports and URLs', () => {
+  assert.equal(nodeNames(2), ['leader', 'replica1', 'replica2'])
+  assert.equal(defaultPorts(4), [5432, 5480, 5490, 5500, 5510])
+  assert.is(
+    postgresUrl({ user: 'postgres', password: 'p@ss/w', host: '127.0.0.1', port: 5432 }),
+    'postgres://postgres:p%40ss%2Fw@127.0.0.1:5432/pgfollow',
+  )
+})
+
+topology.run()
+
+// ---
+
+const scriptHelpers = suite('toolkit helpers the scripts share')
+
+scriptHelpers('displayPath: relative inside the working dir, absolute outside', () => {
+  assert.is(displayPath('/work/x/.pgfollow', '/work/x'), '.pgfollow')
+  assert.is(displayPath('/work/x', '/work/x'), '.')
+  assert.is(displayPath('/etc/pgfollow', '/work/x'), '/etc/pgfollow')
+})
+
+scriptHelpers('stateTone: one judgement of node states for every script', () => {
+  assert.equal(['leader', 'streaming', 'down', 'stopped', 'catchup', 'unknown'].map(stateTone), ['good', 'good', 'bad', 'bad', 'warn', 'warn'])
+})
+
+scriptHelpers.run()

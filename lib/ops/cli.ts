@@ -5,7 +5,7 @@
  * scripts paint with zx's chalk, which knows whether stdout is a terminal.
  */
 import { realpathSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { relative, resolve } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../tag/errors.ts'
@@ -134,6 +134,22 @@ export function sparkline(values: number[], width = 30, max?: number): string {
   return shown
     .map((value) => (top <= 0 || !(value > 0) ? BARS[0] : BARS[Math.min(BARS.length - 1, Math.ceil((value / top) * (BARS.length - 1)))]))
     .join('')
+}
+
+/** A path for messages: relative to `cwd` when inside it ('.' for itself), else absolute. */
+export function displayPath(path: string, cwd: string = process.cwd()): string {
+  const shown = relative(cwd, resolve(path))
+  return shown === '' ? '.' : shown.startsWith('..') ? resolve(path) : shown
+}
+
+/** How a node state should look: good (leader, streaming), bad (down, stopped) or a warning (anything else). */
+export type StateTone = 'good' | 'bad' | 'warn'
+
+/** The tone of a node state, for the scripts' colours: one judgement for status, lagcheck and failover. */
+export function stateTone(state: string): StateTone {
+  if (state === 'leader' || state === 'streaming') return 'good'
+  if (state === 'down' || state === 'stopped') return 'bad'
+  return 'warn'
 }
 
 /** The p-th percentile (0-100) of ascending values, nearest rank; 0 for none. */

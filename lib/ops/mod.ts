@@ -5,6 +5,7 @@ export { judgeLag, type LagLimits, LagProbe, type LagSnapshot, lagSnapshot, type
 export {
   assertKnownFlags,
   assertOnlyKnownFlags,
+  displayPath,
   formatBytes,
   formatMs,
   formatTable,
@@ -14,6 +15,8 @@ export {
   percentile,
   scriptArgs,
   sparkline,
+  type StateTone,
+  stateTone,
   stripAnsi,
 } from './cli.ts'
 export { CONSISTENCIES, type Consistency, type LoadOptions, type LoadRun, type LoadSummary, type LoadTick, runLoad } from './load.ts'

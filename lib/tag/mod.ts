@@ -2,7 +2,7 @@
 export { connect } from './connect.ts'
 export type { HealthEvent, PgfollowSql, RoutedSql, SessionSql } from './tag.ts'
 export type { NodeStatus } from './router.ts'
-export type { Balance, ConnectOptions } from './options.ts'
+export { type Balance, BALANCES, type ConnectOptions } from './options.ts'
 export { type Classification, classifyStatement, type StatementKind } from './classify.ts'
 export { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, descriptorPath, loadDescriptor, validateDescriptor } from './descriptor.ts'
 export { ClusterError, ConfigError, LeaderUnavailableError, NoReplicaError, PgfollowError, redactUrl, ReplayTimeoutError } from './errors.ts'

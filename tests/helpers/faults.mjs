@@ -2,6 +2,7 @@
 // `measured:` reports the README quotes, and fake servers that misbehave.
 import { createServer } from 'node:net'
 import process from 'node:process'
+import { percentile as sortedPercentile } from 'pgfollow/ops'
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -27,9 +28,7 @@ export function within(promise, ms, what) {
 
 /** The p-th percentile (nearest rank) of unsorted numbers; 0 for none. */
 export function percentile(values, p) {
-  if (values.length === 0) return 0
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
+  return sortedPercentile([...values].sort((a, b) => a - b), p)
 }
 
 export const ms = (value) => `${value.toFixed(1)} ms`
