@@ -5,7 +5,6 @@
  */
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import process from 'node:process'
 import postgres from 'postgres'
 import { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, DESCRIPTOR_FILE, readEnv } from '../tag/descriptor.ts'
 import { ClusterError, ConfigError } from '../tag/errors.ts'
@@ -458,10 +457,4 @@ export function requireState(dir: string): ClusterState {
     throw new ClusterError(`No pgfollow cluster in ${dir} (no ${STATE_FILE}). Create one with \`npx zx scripts/cluster.mjs up --dir ${dir}\`.`)
   }
   return state
-}
-
-/** For messages: where the current process is, relative paths read better. */
-export function displayDir(dir: string): string {
-  const cwd = process.cwd()
-  return dir.startsWith(cwd + '/') ? dir.slice(cwd.length + 1) : dir
 }
