@@ -22,6 +22,8 @@ const MAJOR = 15
 const SUPERUSER_PASSWORD = 'superuserSecret15'
 const REPLICATOR_PASSWORD = 'replicatorSecret15'
 const SLOT = 'pgfollow_replica1'
+/** The init script runs a few statements: seconds at most, unless a commit waits for a standby. */
+const INIT_TIMEOUT_MS = 15_000
 const entrypointPath = fileURLToPath(new URL('../infra/container/pgfollow-entrypoint.sh', import.meta.url))
 const initScriptPath = fileURLToPath(new URL('../infra/container/leader-init.sh', import.meta.url))
 
@@ -44,9 +46,9 @@ process.on('exit', () => {
 const ctx = {}
 // Bounded: whatever hangs, the file ends within a minute and leaves no server.
 setTimeout(() => {
-  console.error('tests/infra-entrypoint.test.mjs took longer than 60 s; stopping its servers')
+  console.error('tests/infra-entrypoint.test.mjs took longer than 120 s; stopping its servers')
   process.exit(1)
-}, 60_000).unref()
+}, 120_000).unref()
 let entrypointRuns = 0
 
 const entrypoint = suite('replica entrypoint against a local leader')
@@ -84,21 +86,51 @@ async function setUp() {
     `unix_socket_directories=${ctx.socketDir}`,
   ]
 
-  // Leader: initdb, start, then the leader's init script, as the image's
-  // entrypoint would run it (as postgres, psql on the socket, PGPASSWORD set).
+  // Leader, as the postgres image sets it up: initdb, then a temporary
+  // server on the socket only, started with the node's own flags plus
+  // listen_addresses='' (docker-entrypoint.sh, docker_temp_server_start),
+  // which runs the init script (as postgres, psql on the socket, PGPASSWORD
+  // set); then the real server. The flags are those of `synchronous: any`:
+  // the temporary server then names a standby that can never connect.
   const pwfile = ownedFile(join(dir, 'superuser-password'), SUPERUSER_PASSWORD)
   ctx.leaderData = ownedDir(join(dir, 'leader'), 0o700)
   run(join(BIN, 'initdb'), ['-D', ctx.leaderData, '-U', 'postgres', `--pwfile=${pwfile}`, '-A', 'scram-sha-256', '--no-sync'], { user: serverUser })
-  ctx.leader = startServer(join(BIN, 'postgres'), ['-D', ctx.leaderData, '-p', String(ctx.leaderPort), ...ctx.flags], {}, serverUser)
-  await waitReady(ctx.leaderPort, ctx.leader)
+  const synchronousFlags = [
+    ...infra.toServerFlags(infra.serverSettings({ listen: '*', replicaNames: ['replica1'], synchronous: 'any', major: MAJOR })),
+    '-c',
+    `hba_file=${ctx.hbaFile}`,
+    '-c',
+    `unix_socket_directories=${ctx.socketDir}`,
+  ]
+  const temporary = startServer(
+    join(BIN, 'postgres'),
+    [
+      '-D',
+      ctx.leaderData,
+      ...synchronousFlags,
+      '-c',
+      'listen_addresses=',
+      '-p',
+      String(ctx.leaderPort),
+    ],
+    {},
+    serverUser,
+  )
+  await waitReady(ctx.leaderPort, temporary, 30_000, ctx.socketDir)
 
   const sqlDir = ownedDir(join(dir, 'sql'))
   for (const [file, text] of Object.entries(infra.replicationSql())) ownedFile(join(sqlDir, file), text)
   const leaderSecrets = ownedDir(join(dir, 'leader-secrets'), 0o700)
   ownedFile(join(leaderSecrets, 'replicator_password'), REPLICATOR_PASSWORD, 0o600)
-  const init = run('sh', [initScriptPath], {
-    user: serverUser,
+  const initStarted = Date.now()
+  // Bounded: a commit waiting for a standby would wait forever.
+  ctx.init = spawnSync('sh', [initScriptPath], {
+    encoding: 'utf8',
+    timeout: INIT_TIMEOUT_MS,
     env: {
+      ...process.env,
+      PATH: `${BIN}:${process.env.PATH}`,
+      LC_ALL: 'C',
       POSTGRES_USER: 'postgres',
       POSTGRES_DB: 'postgres',
       PGHOST: ctx.socketDir,
@@ -109,8 +141,16 @@ async function setUp() {
       PGFOLLOW_REPLICATOR: 'replicator',
       PGFOLLOW_SLOTS: SLOT,
     },
+    ...(asRoot ? { uid: serverUser.uid, gid: serverUser.gid } : {}),
   })
-  ctx.initOutput = init.stdout + init.stderr
+  ctx.initMs = Date.now() - initStarted
+  ctx.initOutput = `${ctx.init.stdout ?? ''}${ctx.init.stderr ?? ''}`
+  await stopServer(temporary)
+
+  // The real leader; asynchronous, so that writes made while the replica
+  // is down do not wait for it.
+  ctx.leader = startServer(join(BIN, 'postgres'), ['-D', ctx.leaderData, '-p', String(ctx.leaderPort), ...ctx.flags], {}, serverUser)
+  await waitReady(ctx.leaderPort, ctx.leader)
 
   // What Docker's upload gives the replica: a root-owned secret file.
   ctx.secretsIn = join(dir, 'secrets-in')
@@ -124,6 +164,16 @@ async function setUp() {
 entrypoint.after(async () => {
   for (const server of [ctx.replica, ctx.leader]) if (server) await stopServer(server)
   if (ctx.dir) rmSync(ctx.dir, { recursive: true, force: true })
+})
+
+entrypoint("the leader's init script completes on the image's temporary server when synchronous replication is on", () => {
+  assert.is(
+    ctx.init.error?.code,
+    undefined,
+    `the init script did not finish within ${INIT_TIMEOUT_MS} ms: a commit waited for a standby\n${ctx.initOutput}`,
+  )
+  assert.is(ctx.init.status, 0, ctx.initOutput)
+  assert.ok(ctx.initMs < INIT_TIMEOUT_MS, `${ctx.initMs} ms`)
 })
 
 entrypoint("the leader's init script creates the replicator role and a slot that reserves WAL", () => {
@@ -284,11 +334,11 @@ function exited(child, timeoutMs) {
   })
 }
 
-async function waitReady(port, child, timeoutMs = 30_000) {
+async function waitReady(port, child, timeoutMs = 30_000, host = '127.0.0.1') {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (child.exitCode_ !== null) throw new Error(`the server on port ${port} exited with ${child.exitCode_}:\n${child.output()}`)
-    if (spawnSync(join(BIN, 'pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(port), '-t', '1']).status === 0) return
+    if (spawnSync(join(BIN, 'pg_isready'), ['-q', '-h', host, '-p', String(port), '-t', '1']).status === 0) return
     await sleep(200)
   }
   throw new Error(`nothing accepted connections on port ${port} within ${timeoutMs} ms:\n${child.output()}`)

@@ -15,6 +15,15 @@ secrets=${PGFOLLOW_SECRETS_DIR:-/run/pgfollow}
 password_file="$secrets/replicator_password"
 [ -r "$password_file" ] || { echo "pgfollow: cannot read $password_file" >&2; exit 1; }
 
+# The image runs this on a temporary server started with the node's own
+# flags. With `synchronous: any|first` those include synchronous_standby_names,
+# and no standby can connect to that server (it has no TCP): a commit that
+# waited for one would wait forever, and the leader would never start. These
+# statements only need to be durable locally; the replicas copy them when
+# they clone.
+PGOPTIONS="${PGOPTIONS:+$PGOPTIONS }-c synchronous_commit=local"
+export PGOPTIONS
+
 run_sql() {
   psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password \
     --username "${POSTGRES_USER:-postgres}" --dbname "${POSTGRES_DB:-${POSTGRES_USER:-postgres}}" "$@"
