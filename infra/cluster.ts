@@ -12,9 +12,11 @@ import {
   containerScript,
   hbaFile,
   NODE_PATHS,
+  PGADMIN_GID,
   PGADMIN_PATHS,
   PGADMIN_UID,
   type PgadminServer,
+  pgadminUploadPath,
   pgpassFile,
   postgresUrl,
   replicationSql,
@@ -224,7 +226,9 @@ export class PostgresCluster extends pulumi.ComponentResource {
             : `pgfollow hot standby, streams from the leader through slot ${node.slot}`,
         }
       })
-      const owned = { owner: PGADMIN_UID, group: '0' }
+      // Root-owned 0600 uploads: the wrapper entrypoint gives pgAdmin its own
+      // copies, so nothing depends on the provider applying an owner.
+      const upload = (readAt: string, content: pulumi.Input<string>) => ({ file: pgadminUploadPath(readAt), content, permissions: '0600' })
       this.pgadminContainer = new docker.Container(
         `${name}-pgadmin`,
         {
@@ -233,6 +237,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
             parent: this,
             provider: siteOf(leader).provider,
           }).imageId,
+          // Root for the wrapper only: it runs the image's entrypoint as pgAdmin's user.
+          user: 'root',
+          entrypoints: [PGADMIN_PATHS.entrypoint],
+          command: [PGADMIN_PATHS.imageEntrypoint],
           envs: [
             `PGADMIN_DEFAULT_EMAIL=${pgadmin.email}`,
             `PGADMIN_DEFAULT_PASSWORD_FILE=${PGADMIN_PATHS.password}`,
@@ -241,17 +249,18 @@ export class PostgresCluster extends pulumi.ComponentResource {
             'PGADMIN_REPLACE_SERVERS_ON_STARTUP=True',
             `PGPASS_FILE=${PGADMIN_PATHS.pgpass}`,
             'PGADMIN_DISABLE_POSTFIX=True',
+            `PGFOLLOW_SECRETS_IN=${PGADMIN_PATHS.uploads}`,
+            `PGFOLLOW_SECRETS_DIR=${PGADMIN_PATHS.dir}`,
+            `PGFOLLOW_PGADMIN_UID=${PGADMIN_UID}`,
+            `PGFOLLOW_PGADMIN_GID=${PGADMIN_GID}`,
           ],
           uploads: [
-            { file: PGADMIN_PATHS.serversJson, content: serversJson(servers, SUPERUSER, DATABASE), permissions: '0644', ...owned },
-            {
-              file: PGADMIN_PATHS.pgpass,
-              content: postgresPassword.apply((password) => pgpassFile(servers, SUPERUSER, password)),
-              permissions: '0600',
-              ...owned,
-            },
-            { file: PGADMIN_PATHS.password, content: pgadminPassword, permissions: '0600', ...owned },
+            { file: PGADMIN_PATHS.entrypoint, content: containerScript('pgadmin-entrypoint.sh'), permissions: '0755' },
+            upload(PGADMIN_PATHS.serversJson, serversJson(servers, SUPERUSER, DATABASE)),
+            upload(PGADMIN_PATHS.pgpass, postgresPassword.apply((password) => pgpassFile(servers, SUPERUSER, password))),
+            upload(PGADMIN_PATHS.password, pgadminPassword),
           ],
+          tmpfs: { [PGADMIN_PATHS.dir]: 'rw,nosuid,nodev,noexec,size=1m,mode=0700' },
           networksAdvanced: [{ name: siteOf(leader).network.name }],
           ports: [{ internal: PGADMIN_CONTAINER_PORT, external: pgadmin.port, ip: pgadmin.bindAddress }],
           restart: 'unless-stopped',

@@ -19,18 +19,44 @@ export const NODE_PATHS = {
   secretsDir: '/run/pgfollow',
 }
 
-/** Paths inside the pgAdmin container. */
+/**
+ * Paths inside the pgAdmin container. The files are uploaded root-owned to
+ * `uploads` (the Docker provider applies no owner, whatever the upload says);
+ * the wrapper entrypoint, started as root, copies them to `dir`, a tmpfs it
+ * gives to pgAdmin's user, and runs the image's entrypoint as that user.
+ */
 export const PGADMIN_PATHS = {
-  serversJson: '/pgfollow/servers.json',
-  pgpass: '/pgfollow/pgpass',
-  password: '/pgfollow/pgadmin_password',
+  entrypoint: '/usr/local/bin/pgfollow-pgadmin-entrypoint.sh',
+  /** The image's own entrypoint (dpage/pgadmin4: ENTRYPOINT ["/entrypoint.sh"]). */
+  imageEntrypoint: '/entrypoint.sh',
+  uploads: '/etc/pgfollow/pgadmin',
+  dir: '/run/pgfollow',
+  serversJson: '/run/pgfollow/servers.json',
+  pgpass: '/run/pgfollow/pgpass',
+  password: '/run/pgfollow/pgadmin_password',
 }
 
-/** The pgAdmin image runs as this uid (and gid 0); the files it reads are its own. */
+/** Where the file pgAdmin reads at `readAt` is uploaded (root-owned). */
+export function pgadminUploadPath(readAt: string): string {
+  return `${PGADMIN_PATHS.uploads}/${readAt.slice(readAt.lastIndexOf('/') + 1)}`
+}
+
+/** The pgAdmin image runs as this uid (and gid 0): the wrapper hands the files to it. */
 export const PGADMIN_UID = '5050'
+export const PGADMIN_GID = '0'
+
+/**
+ * The server group in pgAdmin. `load-servers --replace` keeps the user's
+ * first group, which pgAdmin creates as "Servers": putting the nodes there
+ * shows one group holding them, not an empty "Servers" above ours.
+ */
+export const PGADMIN_GROUP = 'Servers'
+
+/** The scripts in infra/container. */
+export type ContainerScript = 'pgfollow-entrypoint.sh' | 'pgfollow-healthcheck.sh' | 'leader-init.sh' | 'pgadmin-entrypoint.sh'
 
 /** A script from infra/container, as uploaded. */
-export function containerScript(name: 'pgfollow-entrypoint.sh' | 'leader-init.sh'): string {
+export function containerScript(name: ContainerScript): string {
   return readFileSync(new URL(`./container/${name}`, import.meta.url), 'utf8')
 }
 
@@ -45,7 +71,9 @@ export function replicationSql(): { 'replicator.sql': string; 'slot.sql': string
 /**
  * pg_hba.conf for every node (a replica is promoted with the same file).
  * `samenet` is the cluster network: a container's only interface is on it,
- * and connections to a published port arrive from that network's gateway.
+ * and connections to a published port from this host arrive from that
+ * network's gateway. Clients on other machines (bindAddress 0.0.0.0) keep
+ * their own address, so only `allowedCidrs` can admit them.
  * The local socket asks for a password too; the image's init exports one.
  */
 export function hbaFile(allowedCidrs: string[]): string {
@@ -74,19 +102,20 @@ export interface PgadminServer {
 /**
  * servers.json in the format of pgAdmin's `setup.py load-servers`: ports as
  * integers, the password from a pgpass file (path relative to the user's
- * storage directory in server mode, where PGPASS_FILE is copied).
+ * storage directory in server mode, where PGPASS_FILE is copied). sslmode
+ * lives in ConnectionParameters only: pgAdmin ignores the top-level SSLMode
+ * when ConnectionParameters is present.
  */
 export function serversJson(servers: PgadminServer[], username: string, database: string): string {
   const entries = servers.map((server, i) => [
     String(i + 1),
     {
       Name: server.name,
-      Group: 'pgfollow',
+      Group: PGADMIN_GROUP,
       Host: server.host,
       Port: server.port,
       MaintenanceDB: database,
       Username: username,
-      SSLMode: 'prefer',
       Comment: server.comment,
       ConnectionParameters: { sslmode: 'prefer', connect_timeout: 10, passfile: '/.pgpass' },
     },

@@ -3,8 +3,9 @@
 // another, ports, validation, secret outputs, and that the nodes run the
 // shared replication settings and SQL. Run: node tests/infra.test.mjs
 import { execFileSync, spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as pulumi from '@pulumi/pulumi'
 import { suite } from 'uvu'
@@ -309,14 +310,20 @@ secrets.run()
 // ---
 const pgadmin = suite('pgAdmin')
 
-pgadmin('servers.json lists every node in group pgfollow, with integer ports and a passfile', async () => {
+/** The upload pgAdmin's wrapper copies to `readAt`. */
+const pgadminUpload = (built, readAt) => uploadsOf(built.named('pgadmin'))[infra.pgadminUploadPath(readAt)]
+
+pgadmin('servers.json lists every node in the group pgAdmin keeps, with integer ports, a passfile and sslmode where pgAdmin reads it', async () => {
   const built = await build(fresh('pga'), { replicas: 3 })
-  const uploads = uploadsOf(built.named('pgadmin'))
-  const servers = Object.values(JSON.parse(uploads[infra.PGADMIN_PATHS.serversJson].content).Servers)
+  const servers = Object.values(JSON.parse(pgadminUpload(built, infra.PGADMIN_PATHS.serversJson).content).Servers)
   assert.equal(servers.map((server) => server.Name), ['leader', 'replica1', 'replica2', 'replica3'])
   assert.equal(servers.map((server) => server.Host), ['pg-leader', 'pg-replica1', 'pg-replica2', 'pg-replica3'])
   for (const server of servers) {
-    assert.is(server.Group, 'pgfollow')
+    // load-servers --replace keeps the first group, "Servers": ours, so no empty group shows above it.
+    assert.is(server.Group, 'Servers')
+    // pgAdmin ignores the top-level SSLMode when ConnectionParameters is present.
+    assert.is(server.SSLMode, undefined)
+    assert.is(server.ConnectionParameters.sslmode, 'prefer')
     assert.is(server.Port, 5432)
     assert.ok(Number.isInteger(server.Port))
     assert.is(server.Username, 'postgres')
@@ -325,19 +332,27 @@ pgadmin('servers.json lists every node in group pgfollow, with integer ports and
   }
 })
 
-pgadmin("the pgpass file has one line per node, and pgAdmin's files belong to uid 5050", async () => {
+pgadmin("the pgpass file has one line per node, and pgAdmin's files are uploaded root-only for the wrapper to hand over", async () => {
   const name = fresh('pgpass')
   const built = await build(name, { replicas: 2 })
-  const uploads = uploadsOf(built.named('pgadmin'))
   const password = generatedPassword(`${name}-postgres-password`)
-  assert.equal(uploads[infra.PGADMIN_PATHS.pgpass].content.trim().split('\n'), [
+  assert.equal(pgadminUpload(built, infra.PGADMIN_PATHS.pgpass).content.trim().split('\n'), [
     `pg-leader:5432:*:postgres:${password}`,
     `pg-replica1:5432:*:postgres:${password}`,
     `pg-replica2:5432:*:postgres:${password}`,
   ])
-  for (const file of Object.values(infra.PGADMIN_PATHS)) assert.is(uploads[file].owner, '5050', file)
-  assert.is(uploads[infra.PGADMIN_PATHS.pgpass].permissions, '0600', 'libpq ignores a pgpass others can read')
-  assert.is(uploads[infra.PGADMIN_PATHS.password].content, generatedPassword(`${name}-pgadmin-password`))
+  for (const readAt of [infra.PGADMIN_PATHS.pgpass, infra.PGADMIN_PATHS.password, infra.PGADMIN_PATHS.serversJson]) {
+    const upload = pgadminUpload(built, readAt)
+    assert.is(upload.permissions, '0600', readAt)
+    // The provider ignores owner (kreuzwerker#996): nothing may rely on it.
+    assert.is(upload.owner, undefined, readAt)
+  }
+  assert.is(pgadminUpload(built, infra.PGADMIN_PATHS.password).content, generatedPassword(`${name}-pgadmin-password`))
+  const inputs = built.named('pgadmin').inputs
+  assert.is(inputs.user, 'root', 'the wrapper starts as root, then runs pgAdmin as 5050')
+  assert.equal(unwrap(inputs.entrypoints), [infra.PGADMIN_PATHS.entrypoint])
+  assert.equal(unwrap(inputs.command), ['/entrypoint.sh'])
+  assert.ok(unwrap(inputs.tmpfs)[infra.PGADMIN_PATHS.dir], "pgAdmin's copies live on a tmpfs")
 })
 
 pgadmin('pgAdmin reloads the list at every start and listens on the configured port', async () => {
@@ -460,7 +475,7 @@ hosts('a replica on another Docker host gets its own provider, network and image
   assert.is(envOf(built.named('replica1')).PGFOLLOW_LEADER_HOST, 'pg-leader')
   const { replicas: urls } = await valueOf(built.cluster.descriptor)
   assert.is(new URL(urls[1]).host, '10.0.0.12:5490')
-  const servers = Object.values(JSON.parse(uploadsOf(built.named('pgadmin'))[infra.PGADMIN_PATHS.serversJson].content).Servers)
+  const servers = Object.values(JSON.parse(pgadminUpload(built, infra.PGADMIN_PATHS.serversJson).content).Servers)
   assert.equal(servers.map((server) => `${server.Host}:${server.Port}`), ['pg-leader:5432', 'pg-replica1:5432', '10.0.0.12:5490'])
 })
 
@@ -583,7 +598,8 @@ config.run()
 // ---
 const scripts = suite('container scripts')
 
-const scriptPaths = ['pgfollow-entrypoint.sh', 'leader-init.sh'].map((file) => fileURLToPath(new URL(`../infra/container/${file}`, import.meta.url)))
+const containerDir = fileURLToPath(new URL('../infra/container/', import.meta.url))
+const scriptPaths = readdirSync(containerDir).filter((file) => file.endsWith('.sh')).map((file) => join(containerDir, file))
 
 scripts('the uploaded shell scripts pass sh -n', () => {
   for (const path of scriptPaths) execFileSync('sh', ['-n', path])
