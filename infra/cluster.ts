@@ -110,6 +110,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
     const command = ['docker-entrypoint.sh', 'postgres', ...toServerFlags(this.settings), '-c', `hba_file=${NODE_PATHS.hbaFile}`]
     const hba = hbaFile(plan.allowedCidrs)
     const entrypoint = containerScript('pgfollow-entrypoint.sh')
+    const healthcheck = containerScript('pgfollow-healthcheck.sh')
 
     const nodeContainer = (
       node: NodePlan,
@@ -132,10 +133,13 @@ export class PostgresCluster extends pulumi.ComponentResource {
             `PGFOLLOW_REPLICATOR=${REPLICATOR_ROLE}`,
             `PGFOLLOW_SECRETS_IN=${NODE_PATHS.secretsIn}`,
             `PGFOLLOW_SECRETS_DIR=${NODE_PATHS.secretsDir}`,
+            `PGFOLLOW_PORT=${CONTAINER_PORT}`,
+            `PGFOLLOW_SUPERUSER=${SUPERUSER}`,
             ...extra.envs,
           ],
           uploads: [
             { file: NODE_PATHS.entrypoint, content: entrypoint, permissions: '0755' },
+            { file: NODE_PATHS.healthcheck, content: healthcheck, permissions: '0755' },
             { file: NODE_PATHS.hbaFile, content: hba, permissions: '0644' },
             ...extra.uploads,
           ],
@@ -143,12 +147,13 @@ export class PostgresCluster extends pulumi.ComponentResource {
           volumes: [{ volumeName: volume.name, containerPath: VOLUME_MOUNT }],
           networksAdvanced: [{ name: site.network.name, aliases: [node.alias] }],
           ports: [{ internal: CONTAINER_PORT, external: node.port, ip: node.bindAddress }],
-          // Over TCP: during init the image runs a socket-only server, which
-          // pg_isready on the socket would already call ready.
+          // Over TCP (during init the image runs a socket-only server), and a
+          // replica only once it streams: one that cannot is not healthy, so
+          // `pulumi up` fails instead of reporting a replica that lags forever.
           healthcheck: {
-            tests: ['CMD', 'pg_isready', '-h', '127.0.0.1', '-p', String(CONTAINER_PORT), '-U', SUPERUSER, '-d', DATABASE],
+            tests: ['CMD', NODE_PATHS.healthcheck],
             interval: '5s',
-            timeout: '5s',
+            timeout: '10s',
             retries: 5,
             startPeriod: '30s',
           },
@@ -204,7 +209,11 @@ export class PostgresCluster extends pulumi.ComponentResource {
             `PGFOLLOW_SLOT=${replica.slot}`,
             `PGFOLLOW_APPLICATION_NAME=${replica.name}`,
           ],
-          uploads: [{ file: `${NODE_PATHS.secretsIn}/replicator_password`, content: replicatorPassword, permissions: '0600' }],
+          uploads: [
+            { file: `${NODE_PATHS.secretsIn}/replicator_password`, content: replicatorPassword, permissions: '0600' },
+            // The health check logs in to ask whether the replica streams.
+            { file: `${NODE_PATHS.secretsIn}/postgres_password`, content: postgresPassword, permissions: '0600' },
+          ],
         },
         { dependsOn: [this.leaderContainer] },
       )

@@ -11,6 +11,7 @@ import { sqlText } from '../lib/ops/sqlfiles.ts'
 /** Paths inside the node containers. */
 export const NODE_PATHS = {
   entrypoint: '/usr/local/bin/pgfollow-entrypoint.sh',
+  healthcheck: '/usr/local/bin/pgfollow-healthcheck.sh',
   initScript: '/docker-entrypoint-initdb.d/10-pgfollow-replication.sh',
   sqlDir: '/etc/pgfollow/sql',
   hbaFile: '/etc/pgfollow/pg_hba.conf',

@@ -26,6 +26,7 @@ const SLOT = 'pgfollow_replica1'
 const INIT_TIMEOUT_MS = 15_000
 const entrypointPath = fileURLToPath(new URL('../infra/container/pgfollow-entrypoint.sh', import.meta.url))
 const initScriptPath = fileURLToPath(new URL('../infra/container/leader-init.sh', import.meta.url))
+const healthcheckPath = fileURLToPath(new URL('../infra/container/pgfollow-healthcheck.sh', import.meta.url))
 
 const infra = await tsImport('./fixtures/infra-modules.ts', import.meta.url)
 const asRoot = process.getuid() === 0
@@ -46,9 +47,9 @@ process.on('exit', () => {
 const ctx = {}
 // Bounded: whatever hangs, the file ends within a minute and leaves no server.
 setTimeout(() => {
-  console.error('tests/infra-entrypoint.test.mjs took longer than 120 s; stopping its servers')
+  console.error('tests/infra-entrypoint.test.mjs took longer than 180 s; stopping its servers')
   process.exit(1)
-}, 120_000).unref()
+}, 180_000).unref()
 let entrypointRuns = 0
 
 const entrypoint = suite('replica entrypoint against a local leader')
@@ -156,6 +157,7 @@ async function setUp() {
   ctx.secretsIn = join(dir, 'secrets-in')
   mkdirSync(ctx.secretsIn, { mode: 0o700 })
   writeFileSync(join(ctx.secretsIn, 'replicator_password'), REPLICATOR_PASSWORD, { mode: 0o600 })
+  writeFileSync(join(ctx.secretsIn, 'postgres_password'), SUPERUSER_PASSWORD, { mode: 0o600 })
   if (!asRoot) chmodSync(ctx.secretsIn, 0o755)
   ctx.replicaData = join(dir, 'replica', 'data')
   if (!asRoot) mkdirSync(join(dir, 'replica'))
@@ -232,6 +234,45 @@ entrypoint('a restart starts the same data directory without cloning and reuses 
   assert.ok(leaderSql(`select '${lsnAfter}'::pg_lsn >= '${lsnBefore}'::pg_lsn`) === 't', 'the slot moved on, it was not recreated')
 })
 
+entrypoint('the health check calls a streaming replica healthy, and the leader healthy when it accepts connections', () => {
+  const replica = healthcheck('replica', ctx.replicaPort, ctx.replica.secretsDir)
+  assert.is(replica.status, 0, replica.output)
+  assert.is(replica.output.trim(), 'streaming')
+  const leader = healthcheck('leader', ctx.leaderPort, ctx.replica.secretsDir)
+  assert.is(leader.status, 0, leader.output)
+  assert.is(leader.output.trim(), 'accepting connections')
+})
+
+entrypoint('a replica whose slot the leader invalidated while it was down recreates the slot and clones again', async () => {
+  writeFileSync(join(ctx.replicaData, 'pgfollow-test-marker'), 'the old copy\n')
+  await stopServer(ctx.replica)
+  // The replica is down past max_slot_wal_keep_size: WAL moves on, and a
+  // checkpoint removes what the slot held and invalidates it.
+  await restartLeader(['-c', 'max_slot_wal_keep_size=1MB'])
+  for (let i = 0; i < 3; i++) leaderSql(`insert into written_on_the_leader values (${10 + i}); select pg_switch_wal()`)
+  leaderSql('checkpoint')
+  await eventually(() => {
+    leaderSql('checkpoint')
+    return leaderSql(`select wal_status from pg_replication_slots where slot_name = '${SLOT}'`) === 'lost'
+  }, 'the slot is invalidated')
+  leaderSql('insert into written_on_the_leader values (3)')
+  await restartLeader([])
+
+  ctx.replica = startReplica()
+  await waitReady(ctx.replicaPort, ctx.replica)
+  const output = ctx.replica.output()
+  assert.match(output, /slot pgfollow_replica1 on the leader is invalidated: the WAL this replica needs is gone; cloning the leader again/)
+  assert.match(output, /the leader invalidated slot pgfollow_replica1 \(the WAL it held is gone\); dropping it/)
+  assert.not.ok(existsSync(join(ctx.replicaData, 'pgfollow-test-marker')), 'the old copy was replaced')
+  assert.not.ok(existsSync(`${ctx.replicaData}.pgfollow-clone`))
+  await eventually(() => leaderSql("select application_name || '|' || state from pg_stat_replication") === 'replica1|streaming', 'streaming again')
+  assert.is(leaderSql(`select wal_status from pg_replication_slots where slot_name = '${SLOT}'`), 'reserved')
+  assert.is(leaderSql('select count(*) from pg_replication_slots'), '1', 'no second slot')
+  await eventually(() => replicaSql('select count(*) from written_on_the_leader where n = 3') === '1', 'a write made while it was down arrives')
+  const health = healthcheck('replica', ctx.replicaPort, ctx.replica.secretsDir)
+  assert.is(health.status, 0, health.output)
+})
+
 entrypoint('a replica that cannot reach the leader gives up with a clear message and clones nothing', async () => {
   const data = join(ctx.dir, 'unreachable', 'data')
   if (!asRoot) mkdirSync(join(ctx.dir, 'unreachable'))
@@ -260,9 +301,43 @@ entrypoint('a data directory with files but no PG_VERSION is left alone', async 
   assert.ok(existsSync(join(data, 'somebody-elses-file')))
 })
 
+entrypoint('the health check says "not streaming" when a replica accepts connections but cannot stream', async () => {
+  // Last: the leader goes away, as it would for an invalidated slot the
+  // entrypoint could not see (or a leader that is down).
+  await stopServer(ctx.leader)
+  await eventually(() => healthcheck('replica', ctx.replicaPort, ctx.replica.secretsDir).status === 1, 'the health check fails')
+  const health = healthcheck('replica', ctx.replicaPort, ctx.replica.secretsDir)
+  assert.match(health.output, /^not streaming: the replica is (without a WAL receiver|\w+) \(docker logs shows why\)$/m)
+  assert.is(replicaSql('select 1'), '1', 'the replica itself still accepts connections, which pg_isready alone would call healthy')
+})
+
 entrypoint.run()
 
 // --- helpers
+
+/** Stops the leader and starts it again with its flags and `extra` (later flags win). */
+async function restartLeader(extra) {
+  await stopServer(ctx.leader)
+  ctx.leader = startServer(join(BIN, 'postgres'), ['-D', ctx.leaderData, '-p', String(ctx.leaderPort), ...ctx.flags, ...extra], {}, serverUser)
+  await waitReady(ctx.leaderPort, ctx.leader)
+}
+
+/** The container's health check, as Docker runs it (as root, with the container's environment). */
+function healthcheck(role, port, secretsDir) {
+  const result = spawnSync('sh', [healthcheckPath], {
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: {
+      ...process.env,
+      PATH: `${BIN}:${process.env.PATH}`,
+      LC_ALL: 'C',
+      PGFOLLOW_ROLE: role,
+      PGFOLLOW_PORT: String(port),
+      PGFOLLOW_SECRETS_DIR: asRoot ? secretsDir : ctx.secretsIn,
+    },
+  })
+  return { status: result.status, output: `${result.stdout}${result.stderr}` }
+}
 
 function startReplica() {
   return startEntrypoint({}, ['-D', ctx.replicaData, '-p', String(ctx.replicaPort)])

@@ -119,7 +119,11 @@ replicas('replicas wait for a healthy leader, and pgAdmin for every node', async
   for (const node of ['leader', 'replica1', 'replica2']) {
     const inputs = unwrap(built.named(node).inputs)
     assert.is(inputs.wait, true, `${node} waits for its health check`)
-    assert.equal(inputs.healthcheck.tests.slice(0, 4), ['CMD', 'pg_isready', '-h', '127.0.0.1'], 'over TCP, not the socket')
+    // The script itself runs for real in tests/infra-entrypoint.test.mjs.
+    assert.equal(inputs.healthcheck.tests, ['CMD', infra.NODE_PATHS.healthcheck])
+    assert.is(uploadsOf(built.named(node))[infra.NODE_PATHS.healthcheck].content, infra.containerScript('pgfollow-healthcheck.sh'))
+    // A replica's health check logs in to read pg_stat_wal_receiver.
+    assert.ok(uploadsOf(built.named(node))[`${infra.NODE_PATHS.secretsIn}/postgres_password`], `${node} has the superuser password file`)
   }
 })
 

@@ -3,8 +3,11 @@
 #
 # As root (Docker's default) it hands the uploaded secrets to the postgres
 # user and steps down to that user. Then a replica whose data directory has
-# no PG_VERSION clones the leader; a replica that has one, and the leader,
-# go straight on. Last it execs its arguments: the image's own entrypoint
+# no PG_VERSION clones the leader. A replica that has one asks the leader
+# about its slot first: when the leader invalidated the slot (the replica was
+# down past max_slot_wal_keep_size) or the slot is gone, the WAL the replica
+# needs is gone too, so it recreates the slot and clones again. The leader
+# goes straight on. Last it execs its arguments: the image's own entrypoint
 # with the server flags (default `docker-entrypoint.sh postgres`).
 #
 # Everything it touches comes from the environment, so the same file runs
@@ -21,7 +24,10 @@
 #   PGFOLLOW_SLOT              this replica's physical slot on the leader
 #   PGFOLLOW_APPLICATION_NAME  this replica's name in pg_stat_replication
 #   PGFOLLOW_REPLICATOR        the replication role
-#   PGFOLLOW_WAIT_SECONDS      how long to wait for the leader (default 300)
+#   PGFOLLOW_WAIT_SECONDS      how long to wait for the leader before a clone
+#                              (default 300)
+#   PGFOLLOW_CHECK_SECONDS     how long a restart waits for the leader to check
+#                              its slot (default 30; then it starts as it is)
 set -eu
 
 log() { printf 'pgfollow: %s\n' "$*" >&2; }
@@ -78,19 +84,7 @@ fi
 # secrets, so read them where they were uploaded.
 [ -d "$secrets" ] || secrets=$secrets_in
 
-wait_for_leader() {
-  deadline=$(($(date +%s) + ${PGFOLLOW_WAIT_SECONDS:-300}))
-  # TCP, not the socket: the leader's socket answers during its init, its
-  # TCP port only once the init scripts ran (the replicator role exists).
-  until pg_isready -q -h "$leader_host" -p "$leader_port" -t 3; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      die "the leader $leader_host:$leader_port did not accept connections within ${PGFOLLOW_WAIT_SECONDS:-300}s; nothing was cloned"
-    fi
-    sleep 1
-  done
-}
-
-clone_leader() {
+replica_settings() {
   leader_host=${PGFOLLOW_LEADER_HOST:?PGFOLLOW_LEADER_HOST must name the leader}
   leader_port=${PGFOLLOW_LEADER_PORT:-5432}
   slot=${PGFOLLOW_SLOT:?PGFOLLOW_SLOT must name the slot of this replica}
@@ -98,15 +92,52 @@ clone_leader() {
   replicator=${PGFOLLOW_REPLICATOR:-replicator}
   password_file="$secrets/replicator_password"
   [ -r "$password_file" ] || die "cannot read $password_file"
+}
 
-  if [ -d "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
+# Waits up to $1 seconds for the leader's TCP port; fails when it stays shut.
+wait_for_leader() {
+  deadline=$(($(date +%s) + $1))
+  # TCP, not the socket: the leader's socket answers during its init, its
+  # TCP port only once the init scripts ran (the replicator role exists).
+  until pg_isready -q -h "$leader_host" -p "$leader_port" -t 3; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 1
+  done
+}
+
+# What the leader says of this replica's slot: ok, missing, or invalidated.
+# READ_REPLICATION_SLOT (PostgreSQL 15+) is a replication command, the only
+# kind the replicator may send. An invalidated physical slot has lost its
+# restart_lsn: PostgreSQL clears it when it removes the WAL the slot held
+# (pg_replication_slots.wal_status 'lost'). Prints nothing when it cannot ask.
+slot_state() {
+  row=$(PGPASSWORD=$(cat "$password_file") psql -X -A -t -q -w \
+    -d "host=$leader_host port=$leader_port user=$replicator replication=true application_name=$application_name" \
+    -c "READ_REPLICATION_SLOT $slot") || return 0
+  case "$row" in
+    physical\|\|*) echo invalidated ;;
+    physical\|*) echo ok ;;
+    *) echo missing ;;
+  esac
+}
+
+clone_leader() {
+  if [ -d "$PGDATA" ] && [ ! -s "$PGDATA/PG_VERSION" ] && [ -n "$(ls -A "$PGDATA")" ]; then
     die "$PGDATA has files but no PG_VERSION; not cloning over them (empty it to clone again)"
   fi
 
-  wait_for_leader
+  if ! wait_for_leader "${PGFOLLOW_WAIT_SECONDS:-300}"; then
+    die "the leader $leader_host:$leader_port did not accept connections within ${PGFOLLOW_WAIT_SECONDS:-300}s; nothing was cloned"
+  fi
   PGPASSWORD=$(cat "$password_file")
   export PGPASSWORD
 
+  # A slot left from an earlier replica of this name may have been
+  # invalidated; a clone cannot stream from it. Drop it and start afresh.
+  if [ "$(slot_state)" = invalidated ]; then
+    log "the leader invalidated slot $slot (the WAL it held is gone); dropping it"
+    pg_receivewal -h "$leader_host" -p "$leader_port" -U "$replicator" -w --slot="$slot" --drop-slot
+  fi
   # The leader's init script creates the slot; a replica added later creates
   # its own. --if-not-exists keeps this a no-op when it is there already
   # (pg_basebackup -C would fail on every restart after the first).
@@ -123,16 +154,27 @@ clone_leader() {
   pg_basebackup -w -D "$clone" -R -X stream -S "$slot" -c fast \
     -d "host=$leader_host port=$leader_port user=$replicator application_name=$application_name"
   unset PGPASSWORD
-  if [ -d "$PGDATA" ]; then rmdir "$PGDATA"; fi
+  # Only now is an old copy (one that could no longer stream) removed.
+  if [ -d "$PGDATA" ]; then rm -rf "$PGDATA"; fi
   mv "$clone" "$PGDATA"
   log "cloned; starting as a hot standby named $application_name"
 }
 
 if [ "$role" = replica ]; then
-  if [ -s "$PGDATA/PG_VERSION" ]; then
-    log "$PGDATA holds a data directory; starting it without cloning"
-  else
+  replica_settings
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
     clone_leader
+  elif ! wait_for_leader "${PGFOLLOW_CHECK_SECONDS:-30}"; then
+    log "$PGDATA holds a data directory; the leader does not answer, so starting it as it is"
+  else
+    state=$(slot_state)
+    case "$state" in
+      invalidated | missing)
+        log "slot $slot on the leader is $state: the WAL this replica needs is gone; cloning the leader again"
+        clone_leader
+        ;;
+      *) log "$PGDATA holds a data directory; starting it without cloning" ;;
+    esac
   fi
 fi
 
