@@ -27,6 +27,7 @@ import {
   SERVER_ROOT,
   serverUser,
   status,
+  stopServer,
   up,
 } from 'pgfollow/cluster'
 import { suite } from 'uvu'
@@ -229,6 +230,46 @@ cluster('down keeps the data and up starts the same nodes again', async () => {
     const [row] = await client(nodeUrl)`select url from blogs where id = ${id}`
     assert.is(row?.url, url)
   }
+  assert.is((await status(c.dir)).healthy, true)
+})
+
+cluster('up clones again a replica whose slot the leader invalidated while it was down', async () => {
+  const leader = client(c.descriptor.leader)
+  const data = c.dataDir('replica2')
+  writeFileSync(join(data, 'pgfollow-test-marker'), 'the old copy\n')
+  assert.ok(await stopServer(data, 'fast'), 'replica2 stopped')
+  // PostgreSQL 18 invalidates a slot idle past idle_replication_slot_timeout
+  // at a checkpoint; replica1's slot is active, so only replica2's goes.
+  await leader`alter system set idle_replication_slot_timeout = '1s'`
+  await leader`select pg_reload_conf()`
+  const url = `https://example.com/${crypto.randomUUID()}`
+  await leader`insert into blogs (url) values (${url})`
+  try {
+    await eventually(async () => {
+      await leader`checkpoint`
+      const [slot] = await leader`select invalidation_reason from pg_replication_slots where slot_name = 'pgfollow_replica2'`
+      return slot?.invalidation_reason === 'idle_timeout'
+    }, { timeoutMs: 20_000, what: "replica2's slot invalidated" })
+  } finally {
+    await leader`alter system reset idle_replication_slot_timeout`
+    await leader`select pg_reload_conf()`
+  }
+  const [other] = await leader`select invalidation_reason from pg_replication_slots where slot_name = 'pgfollow_replica1'`
+  assert.is(other.invalidation_reason, null, 'the streaming replica keeps its slot')
+
+  const messages = []
+  const result = await up({ dir: c.dir, onProgress: (message) => messages.push(message) })
+  assert.is(result.action, 'started')
+  assert.equal(result.started, ['replica2'])
+  assert.ok(
+    messages.some((message) => /re-cloning replica2: its slot on the leader was invalidated \(idle_timeout\)/.test(message)),
+    messages.join('\n'),
+  )
+  assert.not.ok(existsSync(join(data, 'pgfollow-test-marker')), 'the old copy was replaced')
+  const [slot] = await leader`select active, invalidation_reason from pg_replication_slots where slot_name = 'pgfollow_replica2'`
+  assert.equal({ ...slot }, { active: true, invalidation_reason: null })
+  const [row] = await client(c.descriptor.replicas[1])`select url from blogs where url = ${url}`
+  assert.is(row?.url, url, 'the write made while it was down arrives')
   assert.is((await status(c.dir)).healthy, true)
 })
 

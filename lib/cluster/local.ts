@@ -240,15 +240,31 @@ async function startExisting(dir: string, state: ClusterState, options: UpOption
   // A fenced node was the leader before a failover: it comes back only as a fresh clone of the new leader.
   const fenced = state.nodes.filter((node) => node.fenced)
   const stopped = state.nodes.filter((node) => !node.fenced && !isRunning(dir, node.name))
-  if (stopped.length === 0 && fenced.length === 0) {
+  const leader = leaderOf(state)
+  if (stopped.length === 0 && fenced.length === 0 && (await unservedReplicas(dir, state)).length === 0) {
     return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'already-running', started: [] }
   }
   await assertPortsFree([...stopped, ...fenced.filter((node) => !isRunning(dir, node.name))].map((node) => ({ port: node.port, node: node.name })))
   const user = serverUser()
   const binaries = reachableBinaries(user)
-  // The leader first: replicas connect to it as they start.
-  const ordered = [...stopped].sort((a, b) => (a.role === 'leader' ? -1 : b.role === 'leader' ? 1 : 0))
+  // The leader first: replicas connect to it as they start, and it says which slots still serve them.
+  if (stopped.includes(leader)) {
+    progress(`starting ${leader.name} on port ${leader.port}`)
+    await startNode(dir, leader, binaries, user)
+  }
+  const unserved = await unservedReplicas(dir, state)
+  const recloned = unserved.map(({ node }) => node)
+  const ordered = stopped.filter((node) => node !== leader && !recloned.includes(node))
   for (const node of ordered) {
+    progress(`starting ${node.name} on port ${node.port}`)
+    await startNode(dir, node, binaries, user)
+  }
+  for (const { node, why } of unserved) {
+    // Its WAL is gone from the leader: following on would never catch up.
+    await stopServer(nodePaths(dir, node.name).dataDir, 'fast')
+    progress(`re-cloning ${node.name}: its slot on the leader ${why}, so the WAL it needs is gone`)
+    await dropSlot(state, slotName(node.name))
+    await cloneReplica(dir, state, node, user)
     progress(`starting ${node.name} on port ${node.port}`)
     await startNode(dir, node, binaries, user)
   }
@@ -263,8 +279,52 @@ async function startExisting(dir: string, state: ClusterState, options: UpOption
     await startNode(dir, node, binaries, user)
   }
   await finishUp(dir, state, options, progress)
-  const started = [...ordered, ...fenced].map((node) => node.name)
+  const started = [...(stopped.includes(leader) ? [leader] : []), ...ordered, ...recloned, ...fenced].map((node) => node.name)
   return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'started', started }
+}
+
+/**
+ * Replicas (not fenced) whose slot on the leader can no longer serve them:
+ * invalidated by PostgreSQL, or gone. Such a replica cannot stream again;
+ * `up` clones it afresh, as the Docker replicas' entrypoint does. Empty when
+ * the leader is down (then nothing can be said, and `up` starts it first).
+ */
+async function unservedReplicas(dir: string, state: ClusterState): Promise<{ node: LocalNode; why: string }[]> {
+  const replicas = state.nodes.filter((node) => node.role === 'replica' && !node.fenced)
+  if (replicas.length === 0 || !isRunning(dir, leaderOf(state).name)) return []
+  const admin = postgres(nodeUrl(state, leaderOf(state)), { max: 1, onnotice: () => {} })
+  try {
+    const rows = await admin.unsafe(sqlText('replication/slot-state.sql'), [replicas.map((node) => slotName(node.name))])
+    const bySlot = new Map(rows.map((row) => [row.slot_name as string, row]))
+    return replicas.flatMap((node) => {
+      const slot = bySlot.get(slotName(node.name))
+      if (!slot) return [{ node, why: `(${slotName(node.name)}) is gone` }]
+      if (slot.invalidation_reason) return [{ node, why: `was invalidated (${slot.invalidation_reason})` }]
+      if (slot.wal_status === 'lost') return [{ node, why: 'was invalidated (wal_status lost)' }]
+      return []
+    })
+  } finally {
+    await admin.end({ timeout: 5 })
+  }
+}
+
+/** Drops a slot (an invalidated one cannot be reused), waiting briefly for a walsender that still holds it. */
+async function dropSlot(state: ClusterState, slot: string): Promise<void> {
+  const admin = postgres(nodeUrl(state, leaderOf(state)), { max: 1, onnotice: () => {} })
+  try {
+    for (let attempt = 0;; attempt++) {
+      try {
+        await admin`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`
+        return
+      } catch (error) {
+        // 55006: the slot is active; its walsender ends once the replica is gone.
+        if ((error as { code?: string }).code !== '55006' || attempt >= 50) throw error
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+  } finally {
+    await admin.end({ timeout: 5 })
+  }
 }
 
 /** Common end of `up`: replicas streaming, migrations applied, descriptor written. */
