@@ -47,9 +47,9 @@ process.on('exit', () => {
 const ctx = {}
 // Bounded: whatever hangs, the file ends within a minute and leaves no server.
 setTimeout(() => {
-  console.error('tests/infra-entrypoint.test.mjs took longer than 180 s; stopping its servers')
+  console.error('tests/infra-entrypoint.test.mjs took longer than 240 s; stopping its servers')
   process.exit(1)
-}, 180_000).unref()
+}, 240_000).unref()
 let entrypointRuns = 0
 
 const entrypoint = suite('replica entrypoint against a local leader')
@@ -313,7 +313,116 @@ entrypoint('the health check says "not streaming" when a replica accepts connect
 
 entrypoint.run()
 
+// PostgreSQL 18 invalidates an idle slot (idle_replication_slot_timeout) but
+// keeps its restart_lsn, so READ_REPLICATION_SLOT alone cannot tell. The
+// Debian 15 tools cannot clone an 18 server, so this suite stops at the
+// decision: the entrypoint drops and recreates an invalidated slot, and
+// starts a replica whose slot is usable without touching the slot.
+const pg18 = suite('replica entrypoint against a PostgreSQL 18 leader (slot checks)')
+const ctx18 = {}
+
+pg18.before(async () => {
+  try {
+    const { findBinaries } = await import('pgfollow/cluster')
+    const bin18 = findBinaries().dir
+    const dir = mkdtempSync(join(tmpdir(), 'pgfollow-entrypoint18-'))
+    chmodSync(dir, 0o755)
+    ctx18.dir = dir
+    ctx18.port = await freePort()
+    const socketDir = ownedDir(join(dir, 'sock'))
+    const data = ownedDir(join(dir, 'leader'), 0o700)
+    run(join(bin18, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync'], { user: serverUser })
+    ctx18.leader = startServer(
+      join(bin18, 'postgres'),
+      [
+        '-D',
+        data,
+        '-p',
+        String(ctx18.port),
+        '-c',
+        'listen_addresses=127.0.0.1',
+        '-c',
+        `unix_socket_directories=${socketDir}`,
+      ],
+      {},
+      serverUser,
+    )
+    await waitReady(ctx18.port, ctx18.leader)
+    sql18(`create role replicator login replication; select pg_create_physical_replication_slot('${SLOT}', true)`)
+    sql18("alter system set idle_replication_slot_timeout = '1s'")
+    sql18('select pg_reload_conf()')
+    await eventually(() => {
+      sql18('checkpoint')
+      return sql18(`select invalidation_reason from pg_replication_slots where slot_name = '${SLOT}'`) === 'idle_timeout'
+    }, 'the idle slot is invalidated')
+    sql18('alter system reset idle_replication_slot_timeout')
+    sql18('select pg_reload_conf()')
+    ctx18.restartLsn = sql18(`select restart_lsn from pg_replication_slots where slot_name = '${SLOT}'`)
+    ctx18.secretsIn = join(dir, 'secrets-in')
+    mkdirSync(ctx18.secretsIn, { mode: asRoot ? 0o700 : 0o755 })
+    writeFileSync(join(ctx18.secretsIn, 'replicator_password'), REPLICATOR_PASSWORD, { mode: 0o600 })
+    // A data directory the entrypoint would start as it is; PG_VERSION is all it looks at.
+    const parent = ownedDir(join(dir, 'replica'))
+    ctx18.data = ownedDir(join(parent, 'data'), 0o700)
+    ownedFile(join(ctx18.data, 'PG_VERSION'), '18\n', 0o600)
+  } catch (error) {
+    console.error(error)
+    process.exitCode = 1
+    throw error
+  }
+})
+
+pg18.after(async () => {
+  if (ctx18.leader) await stopServer(ctx18.leader)
+  if (ctx18.dir) rmSync(ctx18.dir, { recursive: true, force: true })
+})
+
+pg18('a slot invalidated for being idle is seen although it keeps its restart_lsn, and is dropped and recreated', async () => {
+  assert.is.not(ctx18.restartLsn, '', 'PostgreSQL 18 keeps the restart_lsn of a slot invalidated for idle_timeout')
+  const child = entrypoint18()
+  await exited(child, 30_000)
+  const output = child.output()
+  assert.match(output, /slot pgfollow_replica1 on the leader is invalidated: the WAL this replica needs is gone; cloning the leader again/)
+  assert.match(output, /the leader invalidated slot pgfollow_replica1 \(the WAL it held is gone\); dropping it/)
+  assert.is(sql18(`select coalesce(invalidation_reason, 'valid') from pg_replication_slots where slot_name = '${SLOT}'`), 'valid', output)
+  // The 15 tools cannot clone an 18 server; a clone that fails leaves the old copy in place.
+  assert.ok(existsSync(join(ctx18.data, 'PG_VERSION')), 'the old copy stays until a new one is complete')
+})
+
+pg18('a usable slot passes the check untouched, and the replica starts without cloning', async () => {
+  const before = sql18(`select restart_lsn from pg_replication_slots where slot_name = '${SLOT}'`)
+  const child = entrypoint18()
+  assert.is(await exited(child, 30_000), 0, child.output())
+  assert.match(child.output(), /holds a data directory; starting it without cloning/)
+  assert.match(child.output(), /pgfollow-test-started/)
+  assert.is(sql18(`select restart_lsn || ' ' || active from pg_replication_slots where slot_name = '${SLOT}'`), `${before} false`)
+})
+
+pg18.run()
+
 // --- helpers
+
+/** The replica entrypoint against the 18 leader, with a command that only says it ran. */
+function entrypoint18() {
+  return startServer('sh', [entrypointPath, 'sh', '-c', 'echo pgfollow-test-started'], {
+    PGDATA: ctx18.data,
+    PGFOLLOW_ROLE: 'replica',
+    PGFOLLOW_SECRETS_IN: ctx18.secretsIn,
+    PGFOLLOW_SECRETS_DIR: join(ctx18.dir, `secrets-${++entrypointRuns}`),
+    PGFOLLOW_OS_USER: serverUser.name,
+    PGFOLLOW_LEADER_HOST: '127.0.0.1',
+    PGFOLLOW_LEADER_PORT: String(ctx18.port),
+    PGFOLLOW_SLOT: SLOT,
+    PGFOLLOW_APPLICATION_NAME: 'replica1',
+    PGFOLLOW_REPLICATOR: 'replicator',
+    PGFOLLOW_WAIT_SECONDS: '10',
+    PGFOLLOW_CHECK_SECONDS: '10',
+  }, null)
+}
+
+function sql18(sql) {
+  return psql(ctx18.port, sql)
+}
 
 /** Stops the leader and starts it again with its flags and `extra` (later flags win). */
 async function restartLeader(extra) {

@@ -92,6 +92,12 @@ replica_settings() {
   replicator=${PGFOLLOW_REPLICATOR:-replicator}
   password_file="$secrets/replicator_password"
   [ -r "$password_file" ] || die "cannot read $password_file"
+  conninfo="host=$leader_host port=$leader_port user=$replicator replication=true application_name=$application_name"
+}
+
+# A replication command on the leader (the only kind the replicator may send).
+replication_command() {
+  PGPASSWORD=$(cat "$password_file") psql -X -A -t -q -w -d "$conninfo" -c "$1"
 }
 
 # Waits up to $1 seconds for the leader's TCP port; fails when it stays shut.
@@ -106,17 +112,27 @@ wait_for_leader() {
 }
 
 # What the leader says of this replica's slot: ok, missing, or invalidated.
-# READ_REPLICATION_SLOT (PostgreSQL 15+) is a replication command, the only
-# kind the replicator may send. An invalidated physical slot has lost its
-# restart_lsn: PostgreSQL clears it when it removes the WAL the slot held
-# (pg_replication_slots.wal_status 'lost'). Prints nothing when it cannot ask.
+# READ_REPLICATION_SLOT (PostgreSQL 15+) shows a slot without restart_lsn
+# once PostgreSQL removed the WAL it held (wal_status 'lost',
+# max_slot_wal_keep_size); every pgfollow slot reserves WAL when it is
+# created, so only that makes it lose its restart_lsn. A slot that 18
+# invalidated for idle_replication_slot_timeout keeps its restart_lsn, but
+# the leader refuses to stream from it: ask to stream from a point no server
+# has reached. For a usable slot the leader refuses the position ("ahead of
+# the WAL flush position") without sending WAL or moving the slot; for an
+# invalidated one it answers "can no longer access replication slot". psql
+# cannot stream, so it gives up either way. Prints nothing when it cannot ask.
 slot_state() {
-  row=$(PGPASSWORD=$(cat "$password_file") psql -X -A -t -q -w \
-    -d "host=$leader_host port=$leader_port user=$replicator replication=true application_name=$application_name" \
-    -c "READ_REPLICATION_SLOT $slot") || return 0
+  row=$(replication_command "READ_REPLICATION_SLOT $slot") || return 0
   case "$row" in
     physical\|\|*) echo invalidated ;;
-    physical\|*) echo ok ;;
+    physical\|*)
+      answer=$(replication_command "START_REPLICATION SLOT $slot PHYSICAL FFFFFFFF/FFFFFFFF" 2>&1) || true
+      case "$answer" in
+        *"can no longer access replication slot"*) echo invalidated ;;
+        *) echo ok ;;
+      esac
+      ;;
     *) echo missing ;;
   esac
 }
@@ -132,17 +148,22 @@ clone_leader() {
   PGPASSWORD=$(cat "$password_file")
   export PGPASSWORD
 
-  # A slot left from an earlier replica of this name may have been
-  # invalidated; a clone cannot stream from it. Drop it and start afresh.
-  if [ "$(slot_state)" = invalidated ]; then
-    log "the leader invalidated slot $slot (the WAL it held is gone); dropping it"
-    pg_receivewal -h "$leader_host" -p "$leader_port" -U "$replicator" -w --slot="$slot" --drop-slot
-  fi
   # The leader's init script creates the slot; a replica added later creates
-  # its own. --if-not-exists keeps this a no-op when it is there already
-  # (pg_basebackup -C would fail on every restart after the first).
-  pg_receivewal -h "$leader_host" -p "$leader_port" -U "$replicator" -w \
-    --slot="$slot" --create-slot --if-not-exists
+  # its own, reserving WAL at once as the init script does. A slot left from
+  # an earlier replica of this name may have been invalidated; a clone cannot
+  # stream from it, so it is dropped and created afresh.
+  state=$(slot_state)
+  if [ "$state" = invalidated ]; then
+    log "the leader invalidated slot $slot (the WAL it held is gone); dropping it"
+    replication_command "DROP_REPLICATION_SLOT $slot" > /dev/null
+    state=missing
+  fi
+  case "$state" in
+    missing) replication_command "CREATE_REPLICATION_SLOT $slot PHYSICAL (RESERVE_WAL)" > /dev/null ;;
+    ok) ;;
+    # A leader before 15 has no READ_REPLICATION_SLOT: create it unless it is there.
+    *) pg_receivewal -h "$leader_host" -p "$leader_port" -U "$replicator" -w --slot="$slot" --create-slot --if-not-exists ;;
+  esac
 
   # Clone beside PGDATA and rename when complete, so a clone cut short (a
   # killed container) never leaves a PG_VERSION that would skip cloning.
