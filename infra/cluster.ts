@@ -180,7 +180,12 @@ export class PostgresCluster extends pulumi.ComponentResource {
       {
         envs: [
           `POSTGRES_USER=${SUPERUSER}`,
-          `POSTGRES_DB=${DATABASE}`,
+          // The image would create POSTGRES_DB on its temporary init server,
+          // whose commits wait for standbys when synchronous replication is
+          // on. With `postgres` it creates nothing; the init script creates
+          // the cluster's database, committing locally.
+          'POSTGRES_DB=postgres',
+          `PGFOLLOW_DATABASE=${DATABASE}`,
           `POSTGRES_PASSWORD_FILE=${NODE_PATHS.secretsDir}/postgres_password`,
           `PGFOLLOW_SQL_DIR=${NODE_PATHS.sqlDir}`,
           `PGFOLLOW_SLOTS=${replicas.map((replica) => replica.slot).join(' ')}`,
@@ -189,6 +194,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
           { file: NODE_PATHS.initScript, content: containerScript('leader-init.sh'), permissions: '0755' },
           { file: `${NODE_PATHS.sqlDir}/replicator.sql`, content: sql['replicator.sql'], permissions: '0644' },
           { file: `${NODE_PATHS.sqlDir}/slot.sql`, content: sql['slot.sql'], permissions: '0644' },
+          { file: `${NODE_PATHS.sqlDir}/database.sql`, content: sql['database.sql'], permissions: '0644' },
           { file: `${NODE_PATHS.secretsIn}/postgres_password`, content: postgresPassword, permissions: '0600' },
           { file: `${NODE_PATHS.secretsIn}/replicator_password`, content: replicatorPassword, permissions: '0600' },
         ],

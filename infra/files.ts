@@ -61,11 +61,12 @@ export function containerScript(name: ContainerScript): string {
   return readFileSync(new URL(`./container/${name}`, import.meta.url), 'utf8')
 }
 
-/** The shared role and slot SQL, run by the leader's init script with psql -v. */
-export function replicationSql(): { 'replicator.sql': string; 'slot.sql': string } {
+/** The shared role, slot and database SQL, run by the leader's init script with psql -v. */
+export function replicationSql(): { 'replicator.sql': string; 'slot.sql': string; 'database.sql': string } {
   return {
     'replicator.sql': sqlText('replication/replicator.sql'),
     'slot.sql': sqlText('replication/slot.sql'),
+    'database.sql': sqlText('replication/database.sql'),
   }
 }
 

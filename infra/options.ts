@@ -89,7 +89,7 @@ export const CONTAINER_PORT = 5432
 export const PGADMIN_CONTAINER_PORT = 80
 /** Superuser of every node. */
 export const SUPERUSER = 'postgres'
-/** The database the image creates (POSTGRES_DB) and the descriptor's URLs name: the same as the local cluster's. */
+/** The database the leader's init script creates and the descriptor's URLs name: the same as the local cluster's. */
 export { DATABASE }
 
 export interface NodePlan {

@@ -134,6 +134,7 @@ async function setUp() {
       LC_ALL: 'C',
       POSTGRES_USER: 'postgres',
       POSTGRES_DB: 'postgres',
+      PGFOLLOW_DATABASE: infra.DATABASE,
       PGHOST: ctx.socketDir,
       PGPORT: String(ctx.leaderPort),
       PGPASSWORD: SUPERUSER_PASSWORD,
@@ -176,6 +177,7 @@ entrypoint("the leader's init script completes on the image's temporary server w
   )
   assert.is(ctx.init.status, 0, ctx.initOutput)
   assert.ok(ctx.initMs < INIT_TIMEOUT_MS, `${ctx.initMs} ms`)
+  assert.is(leaderSql(`select count(*) from pg_database where datname = '${infra.DATABASE}'`), '1', 'the cluster database exists')
 })
 
 entrypoint("the leader's init script creates the replicator role and a slot that reserves WAL", () => {

@@ -448,6 +448,10 @@ settings("the leader's init script runs the shared SQL files, uploaded unchanged
   const uploads = uploadsOf(built.named('leader'))
   assert.is(uploads[`${infra.NODE_PATHS.sqlDir}/replicator.sql`].content, infra.sqlText('replication/replicator.sql'))
   assert.is(uploads[`${infra.NODE_PATHS.sqlDir}/slot.sql`].content, infra.sqlText('replication/slot.sql'))
+  assert.is(uploads[`${infra.NODE_PATHS.sqlDir}/database.sql`].content, infra.sqlText('replication/database.sql'))
+  // The image's own CREATE DATABASE would wait for standbys on its init server (synchronous any|first).
+  assert.is(envOf(built.named('leader')).POSTGRES_DB, 'postgres')
+  assert.is(envOf(built.named('leader')).PGFOLLOW_DATABASE, 'pgfollow')
   assert.is(uploads[infra.NODE_PATHS.initScript].content, infra.containerScript('leader-init.sh'))
   assert.ok(infra.NODE_PATHS.initScript.startsWith('/docker-entrypoint-initdb.d/'))
   assert.is(uploads[infra.NODE_PATHS.initScript].permissions, '0755', 'executed, not sourced into the image entrypoint')

@@ -1,9 +1,12 @@
 #!/bin/sh
 # Leader init script: the image's entrypoint runs it once, as postgres, when
 # it initialises an empty data directory (a temporary server listens on the
-# socket only). It creates the replicator role and one physical slot per
-# replica from the shared SQL in sql/replication, with psql variables.
+# socket only). It creates the cluster's database, the replicator role and
+# one physical slot per replica from the shared SQL in sql/replication, with
+# psql variables.
 #   POSTGRES_USER, POSTGRES_DB  set by the image's entrypoint
+#   PGFOLLOW_DATABASE           the cluster's database (created here, not as
+#                               POSTGRES_DB: see below)
 #   PGFOLLOW_SQL_DIR            where sql/replication was uploaded
 #   PGFOLLOW_SECRETS_DIR        holds replicator_password
 #   PGFOLLOW_REPLICATOR         the replication role
@@ -20,7 +23,8 @@ password_file="$secrets/replicator_password"
 # and no standby can connect to that server (it has no TCP): a commit that
 # waited for one would wait forever, and the leader would never start. These
 # statements only need to be durable locally; the replicas copy them when
-# they clone.
+# they clone. (The image's own CREATE DATABASE for POSTGRES_DB would wait the
+# same way; hence POSTGRES_DB=postgres, which it skips, and database.sql.)
 PGOPTIONS="${PGOPTIONS:+$PGOPTIONS }-c synchronous_commit=local"
 export PGOPTIONS
 
@@ -34,6 +38,10 @@ run_sql() {
 run_sql -v replicator="${PGFOLLOW_REPLICATOR:-replicator}" \
   -c "\\set replicator_password \`cat '$password_file'\`" \
   -f "$sql_dir/replicator.sql"
+
+if [ -n "${PGFOLLOW_DATABASE:-}" ]; then
+  run_sql -v database="$PGFOLLOW_DATABASE" -f "$sql_dir/database.sql"
+fi
 
 for slot in ${PGFOLLOW_SLOTS:-}; do
   run_sql -v slot="$slot" -f "$sql_dir/slot.sql"
