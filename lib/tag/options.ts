@@ -35,6 +35,12 @@ export interface ConnectOptions {
   readTimeout?: number
   /** Exponential back-off of a failing node: first and longest ban, ms. */
   ban?: { base?: number; max?: number }
+  /**
+   * Volatile functions that only read, so statements calling them (or views
+   * that call them) may run on replicas: `'name'` (any schema) or
+   * `'schema.name'`. Other volatile functions send their statements to the leader.
+   */
+  readOnlyFunctions?: string[]
   /** Options passed to every postgres.js pool (max, types, transform, ...). */
   postgres?: postgres.Options<Record<string, postgres.PostgresType>>
 }
@@ -51,6 +57,7 @@ export interface NormalizedOptions {
   connectTimeout: number
   readTimeout: number
   ban: { base: number; max: number }
+  readOnlyFunctions: string[]
   postgres: postgres.Options<Record<string, postgres.PostgresType>>
 }
 
@@ -96,6 +103,7 @@ export function normalizeOptions(input?: string | ConnectOptions): NormalizedOpt
       base: positive('ban.base', options.ban?.base ?? DEFAULTS.banBase),
       max: positive('ban.max', options.ban?.max ?? DEFAULTS.banMax),
     },
+    readOnlyFunctions: functionNames('readOnlyFunctions', options.readOnlyFunctions ?? []),
     postgres: options.postgres ?? {},
   }
 }
@@ -115,5 +123,19 @@ function positive(name: string, value: number): number {
 
 function atLeastZero(name: string, value: number): number {
   if (!(typeof value === 'number' && Number.isFinite(value) && value >= 0)) throw new ConfigError(`${name} must be a number >= 0, not ${value}.`)
+  return value
+}
+
+/** `name` or `schema.name`, unquoted, as PostgreSQL stores them (case matters only to the server, not here). */
+const FUNCTION_NAME = /^[^.\s"()]+(\.[^.\s"()]+)?$/
+
+function functionNames(name: string, value: unknown): string[] {
+  if (!Array.isArray(value) || value.some((item) => typeof item !== 'string' || !FUNCTION_NAME.test(item))) {
+    throw new ConfigError(
+      `${name} must be an array of function names, each 'name' or 'schema.name' without quotes or parentheses (e.g. ['audit.stamp', 'lookup']), not ${
+        JSON.stringify(value)
+      }.`,
+    )
+  }
   return value
 }

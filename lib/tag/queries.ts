@@ -14,3 +14,42 @@ export const NODE_POSITION = `SELECT pg_is_in_recovery() AS in_recovery,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        pg_last_xact_replay_timestamp() AS replay_timestamp,
        current_setting('port')::int AS port`
+
+/**
+ * A cheap fingerprint of what the function catalog (catalog.ts) is built
+ * from: any created, replaced, altered, renamed or dropped function, view
+ * or policy changes a row count or the sum of the rows' xmin. Checked on a schedule;
+ * the catalog is read again only when it changed.
+ */
+export const CATALOG_FINGERPRINT = `SELECT concat_ws('/',
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_proc),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_rewrite),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_policy),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_class WHERE relkind = 'v')) AS fingerprint`
+
+/**
+ * What the classifier needs from the catalog, in one round trip (three
+ * statements, simple protocol): every function name (built-in: pg_catalog's
+ * or an extension's; the rest are the users'), the volatile functions, and
+ * the SQL that reading each user view or policy-protected table runs (as
+ * text: pg_depend records no dependency on built-in functions).
+ */
+export const CATALOG_CONTENTS = `SELECT string_agg(DISTINCT lower(p.proname), ' ') FILTER (WHERE b.builtin) AS builtin,
+       string_agg(DISTINCT lower(p.proname), ' ') FILTER (WHERE NOT b.builtin) AS other
+  FROM pg_catalog.pg_proc p
+  CROSS JOIN LATERAL (SELECT p.pronamespace = 'pg_catalog'::regnamespace OR EXISTS (
+    SELECT FROM pg_catalog.pg_depend d
+     WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') AS builtin) b;
+SELECT lower(p.proname) AS name, lower(n.nspname) AS schema,
+       n.nspname = 'pg_catalog' OR EXISTS (
+         SELECT FROM pg_catalog.pg_depend d
+          WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') AS builtin
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE p.provolatile = 'v';
+SELECT lower(c.relname) AS name, pg_catalog.pg_get_viewdef(c.oid) AS definition
+  FROM pg_catalog.pg_class c
+ WHERE c.relkind = 'v' AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+UNION ALL
+SELECT lower(c.relname), 'SELECT ' || pg_catalog.pg_get_expr(p.polqual, p.polrelid)
+  FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+ WHERE p.polqual IS NOT NULL`

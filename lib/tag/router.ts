@@ -7,7 +7,8 @@
  */
 import { EventEmitter } from 'node:events'
 import { createPicker, type Picker } from './balance.ts'
-import { classifyStatement, type StatementKind } from './classify.ts'
+import { FunctionCatalog } from './catalog.ts'
+import { type Classification, classifyStatement, type StatementKind } from './classify.ts'
 import { ConfigError, LeaderUnavailableError, NoReplicaError } from './errors.ts'
 import { authenticationFailure, connectionLost, neverConnected, nodeUnreachable, readOnlyRefusal, retryableRead } from './failures.ts'
 import { Monitor, unrefTimer, withTimeout } from './health.ts'
@@ -30,6 +31,7 @@ const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
 const UNREACHABLE_POSITION = (1n << 64n) - 1n
 const MAX_CACHED_TEXTS = 5_000
 const NOTHING_TRIED: readonly ClusterNode[] = []
+const LEADER_ONLY: Classification = { kind: 'write', reason: 'a replica refused it as read-only (25006)' }
 
 /**
  * One statement on its way, across retries. A class rather than an object
@@ -85,10 +87,16 @@ export class Router extends EventEmitter {
   leader: ClusterNode
   /** postgres.js's Query class, to recognise fragments nested in a statement. */
   readonly Query: new (...args: never[]) => PgQuery
+  /** postgres.js's Identifier (`sql('name')`) and Builder (`sql(row)`, `sql(['a', 'b'])`): they put names into the text. */
+  readonly #Identifier: new (...args: never[]) => { value: string }
+  readonly #Builder: new (...args: never[]) => { build(before: string, parameters: unknown[], types: unknown[], options: unknown): unknown }
   readonly #pick: Picker
   readonly #monitor: Monitor
-  readonly #kindByStrings = new WeakMap<object, StatementKind>()
-  readonly #kindByText = new Map<string, StatementKind>()
+  /** What the leader's catalog says about functions and views; its version invalidates the two caches below. */
+  readonly #catalog: FunctionCatalog
+  #catalogVersion = 0
+  #kindByStrings = new WeakMap<object, Classification>()
+  readonly #kindByText = new Map<string, Classification>()
   /** Statements a replica refused as read-only (25006): they go to the leader from now on. */
   readonly #leaderOnlyTexts = new Set<string>()
   #discovery: Promise<ClusterNode | null> | null = null
@@ -108,6 +116,16 @@ export class Router extends EventEmitter {
     ]
     this.leader = this.nodes[0]
     this.Query = Object.getPrototypeOf(this.leader.pool``).constructor
+    this.#Identifier = Object.getPrototypeOf(this.leader.pool('name')).constructor
+    this.#Builder = Object.getPrototypeOf(this.leader.pool({})).constructor
+    this.#catalog = new FunctionCatalog({
+      // The leader's pool, not its monitor connection: a slow catalog read must not delay a health check.
+      connection: () => (this.leaderUsable ? this.leader.pool : null),
+      readOnlyFunctions: options.readOnlyFunctions,
+      monitorInterval: options.monitorInterval,
+      connectTimeout: options.connectTimeout,
+    })
+    this.#catalog.start()
     this.#pick = createPicker(options.balance)
     this.#monitor = new Monitor(this)
     this.#monitor.start()
@@ -129,7 +147,9 @@ export class Router extends EventEmitter {
 
   /** postgres.js calls this when a statement created by our tag is executed. */
   route(query: PgQuery, ctx: RouteContext): void {
-    const kind = ctx.intent === 'leader' ? 'write' : ctx.intent === 'replica' ? 'read' : this.kindOf(query)
+    // Statements pinned to the leader are classified too (a cached lookup), so DDL sent there refreshes the catalog.
+    let kind: StatementKind = ctx.intent === 'replica' ? 'read' : this.kindOf(query)
+    if (ctx.intent === 'leader') kind = 'write'
     this.#run(new Job(query, ctx, kind), query)
   }
 
@@ -148,35 +168,77 @@ export class Router extends EventEmitter {
     }
   }
 
-  /** read or write, cached per call site (template strings) or per text. */
+  /**
+   * read or write, cached per call site (template strings) or per text, and
+   * forgotten when the catalog changes. A statement that may change
+   * functions or views has the catalog read again once it has run.
+   */
   kindOf(query: PgQuery): StatementKind {
-    const bySite = query.tagged && !this.#hasFragment(query.args)
-    const cached = bySite ? this.#kindByStrings.get(query.strings) : undefined
-    if (cached) return cached
-    const text = this.statementText(query)
-    // Texts known to be leader-only are in #kindByText as writes too; the set only matters after the cache was cleared.
-    let kind = this.#kindByText.get(text)
-    if (!kind) {
-      kind = this.#leaderOnlyTexts.has(text) ? 'write' : classifyStatement(text).kind
-      if (this.#kindByText.size >= MAX_CACHED_TEXTS) this.#kindByText.clear()
-      this.#kindByText.set(text, kind)
+    if (this.#catalog.version !== this.#catalogVersion) {
+      this.#kindByStrings = new WeakMap()
+      this.#kindByText.clear()
+      this.#catalogVersion = this.#catalog.version
     }
-    if (bySite) this.#kindByStrings.set(query.strings, kind)
-    return kind
+    const classification = this.#classification(query)
+    if (classification.changesCatalog) this.#catalog.changing(query)
+    return classification.kind
   }
 
-  /** The statement with fragments inlined and every value as a placeholder: all the classifier needs. */
-  statementText(query: PgQuery): string {
+  #classification(query: PgQuery): Classification {
+    if (!query.tagged || this.#hasFragment(query.args)) return this.#classifyText(this.statementText(query))
+    let site = this.#kindByStrings.get(query.strings)
+    if (site === undefined) {
+      site = this.#classifyText(this.statementText(query, false))
+      this.#kindByStrings.set(query.strings, site)
+    }
+    // Identifiers and builders put names into the text (`select ${sql('f')}(1)`): a read site is read again with them.
+    // A write site stays a write: a name cannot take away what made it one.
+    if (site.kind === 'write' || !this.#hasNames(query.args)) return site
+    return this.#classifyText(this.statementText(query))
+  }
+
+  #classifyText(text: string): Classification {
+    // Texts known to be leader-only are in #kindByText as writes too; the set only matters after the cache was cleared.
+    let classification = this.#kindByText.get(text)
+    if (classification === undefined) {
+      classification = this.#leaderOnlyTexts.has(text) ? LEADER_ONLY : classifyStatement(text, this.#catalog)
+      if (classification.unknownFunction !== undefined) this.#catalog.unknownFunctionSeen()
+      if (this.#kindByText.size >= MAX_CACHED_TEXTS) this.#kindByText.clear()
+      this.#kindByText.set(text, classification)
+    }
+    return classification
+  }
+
+  /**
+   * The statement with fragments inlined, identifiers and builders rendered
+   * as postgres.js renders them (`names: false`: as placeholders), and every
+   * value as a placeholder: all the classifier needs.
+   */
+  statementText(query: PgQuery, names = true): string {
     if (!query.tagged) return query.strings[0]
     let text = query.strings[0]
-    for (let i = 0; i < query.args.length; i++) text += this.#argumentText(query.args[i]) + query.strings[i + 1]
+    for (let i = 0; i < query.args.length; i++) text += this.#argumentText(query.args[i], text, names) + query.strings[i + 1]
     return text
   }
 
-  #argumentText(arg: unknown): string {
-    if (arg instanceof this.Query) return this.statementText(arg)
-    if (Array.isArray(arg) && arg[0] instanceof this.Query) return arg.map((item) => this.#argumentText(item)).join(' ')
+  #argumentText(arg: unknown, before: string, names: boolean): string {
+    if (arg instanceof this.Query) return this.statementText(arg, names)
+    if (Array.isArray(arg) && arg[0] instanceof this.Query) return arg.map((item) => this.#argumentText(item, before, names)).join(' ')
+    if (!names) return '$1'
+    if (arg instanceof this.#Identifier) return arg.value
+    if (arg instanceof this.#Builder) {
+      try {
+        return String(arg.build(before, [], [], this.factory.options))
+      } catch {
+        return '$1' // postgres.js refuses it too when the statement runs
+      }
+    }
     return '$1'
+  }
+
+  #hasNames(args: unknown[]): boolean {
+    for (const arg of args) if (arg instanceof this.#Identifier || arg instanceof this.#Builder) return true
+    return false
   }
 
   #hasFragment(args: unknown[]): boolean {
@@ -192,8 +254,8 @@ export class Router extends EventEmitter {
   #rememberLeaderOnly(query: PgQuery): void {
     const text = this.statementText(query)
     this.#leaderOnlyTexts.add(text)
-    this.#kindByText.set(text, 'write')
-    if (query.tagged) this.#kindByStrings.set(query.strings, 'write')
+    this.#kindByText.set(text, LEADER_ONLY)
+    if (query.tagged && !this.#hasNames(query.args)) this.#kindByStrings.set(query.strings, LEADER_ONLY)
   }
 
   async #runSessionRead(job: Job, attempt: PgQuery): Promise<void> {
@@ -553,7 +615,7 @@ export class Router extends EventEmitter {
 
   /** Runs one monitor round now (tests and scripts use it instead of waiting an interval). */
   refresh(): Promise<void> {
-    return this.#monitor.tick()
+    return Promise.all([this.#monitor.tick(), this.#catalog.check()]).then(() => {})
   }
 
   status(): NodeStatus[] {
@@ -594,6 +656,7 @@ export class Router extends EventEmitter {
     leader.inFlight++
     try {
       const result = await run(leader.pool)
+      this.#catalog.mayHaveChanged() // the transaction may have run DDL the router never saw
       leader.served++
       return result
     } catch (error) {
@@ -619,10 +682,11 @@ export class Router extends EventEmitter {
   async end(options: { timeout?: number } = {}): Promise<void> {
     this.#ended = true
     this.#monitor.stop()
+    this.#catalog.stop()
     clearInterval(this.#sweeper)
     // postgres.js's end() can hang on a connection that is failing to log in
     // right then: let in-flight checks (each bounded by a timeout) finish first.
-    await Promise.allSettled([this.#discovery, this.#monitor.tick()])
+    await Promise.allSettled([this.#discovery, this.#monitor.tick(), this.#catalog.settled()])
     await Promise.all(this.nodes.map((node) => node.end(options.timeout ?? 5)))
   }
 }

@@ -45,7 +45,7 @@ export interface PgfollowSql extends RoutedSql {
   /** Health events: retire / restore (a replica leaves or rejoins the reads), leader (writes moved), warning. */
   on(event: HealthEvent, listener: (detail: any) => void): PgfollowSql
   off(event: HealthEvent, listener: (detail: any) => void): PgfollowSql
-  /** Runs a monitor round now: lag, health and roles are current when it resolves. */
+  /** Runs a monitor round now: lag, health, roles and the function catalog are current when it resolves. */
   refresh(): Promise<void>
   /** Ends every pool and the monitor. */
   end(options?: { timeout?: number }): Promise<void>
