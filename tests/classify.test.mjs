@@ -2,8 +2,11 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 
 // Node runs the compiled file (npm run build first), Deno the TypeScript source.
-const lib = typeof Deno !== 'undefined' ? '../lib/tag/classify.ts' : '../dist/tag/classify.js'
-const { classifyStatement } = await import(lib)
+const lib = typeof Deno !== 'undefined' ? '../lib/tag/' : '../dist/tag/'
+const ext = typeof Deno !== 'undefined' ? '.ts' : '.js'
+const { classifyStatement, COMMON_FUNCTIONS } = await import(`${lib}classify${ext}`)
+const { Router } = await import(`${lib}router${ext}`)
+const { normalizeOptions } = await import(`${lib}options${ext}`)
 
 const R = 'read'
 const W = 'write'
@@ -165,9 +168,51 @@ const statements = [
   ['select "unterminated', W],
   ['select $$ unterminated', W],
   ['select 1 /* unterminated /* nested */', W],
+  // names spelled with Unicode escapes are the names they spell
+  ['select U&"pg\\005fadvisory_lock"(7)', W],
+  ['select u&"PG\\005FADVISORY\\005FLOCK"(7)', W],
+  ['select U&"pg\\+00005fadvisory_lock"(7)', W],
+  ['select U&"pg!005fadvisory_lock" UESCAPE \'!\'(7)', W],
+  ['select U&"set!005fconfig"uescape\'!\'($1, $2, false)', W],
+  ['select U&"\\0061bc", U&"d\\0061t\\+000061" from t', R],
+  ["select U&'pg\\005fadvisory_lock(1)' as text_not_a_call", R],
+  ['select U&"bad\\zz"', W],
+  ['select U&"bad\\+11ffff"', W],
+  ['select U&"unterminated', W],
+  // identifier fragments render as quoted names: sql('pg_advisory_lock')
+  ['select "pg_advisory_lock"(7)', W],
+  ['select "PG_TRY_ADVISORY_LOCK"(7)', W],
+  ['select "pg_catalog"."set_config"($1, $2, false)', W],
+  // more built-ins that write, lock or hold session state
+  ['select setseed(0.5)', W],
+  ['select brin_summarize_range($1, 0)', W],
+  ['select gin_clean_pending_list($1)', W],
+  ["select query_to_xml('delete from t returning 1', true, true, '')", W],
+  ['select loread($1, 10)', W],
+  // questions about the cluster: the leader answers them
+  ['select pg_is_in_recovery()', W],
+  ['select * from pg_stat_replication', W],
+  ['select application_name, state from pg_catalog.pg_stat_replication', W],
+  ['select * from pg_replication_slots', W],
+  ['select count(*) from pg_locks where not granted', W],
+  ['select pid, query from pg_stat_activity', W],
+  ['select * from pg_stat_progress_vacuum', W],
+  ['select * from pg_prepared_xacts', W],
+  ['select pg_blocking_pids($1)', W],
+  ['select pg_xact_status($1)', W],
+  ['select txid_current_snapshot()', W],
+  ['show transaction_read_only', W],
+  ['SHOW In_Hot_Standby', W],
+  ["select current_setting('transaction_read_only')", W],
+  ["select current_setting('TRANSACTION_READ_ONLY') as ro", W],
+  // ... and questions about the node that answers stay where they land
+  ['show work_mem', R],
+  ["select current_setting('work_mem')", R],
+  ['select pg_last_wal_replay_lsn(), pg_last_xact_replay_timestamp()', R],
+  ['select pg_database_size(current_database())', R],
 ]
 
-const table = suite('classifyStatement table')
+const table = suite('classifyStatement table (the text alone)')
 
 for (const [text, expected] of statements) {
   table(`${JSON.stringify(text)} is a ${expected}`, () => {
@@ -179,6 +224,120 @@ for (const [text, expected] of statements) {
 }
 
 table.run()
+
+// ---
+
+// What a loaded catalog says, in miniature: lock_it and stamp are volatile,
+// locking_view calls one, lookup is a known function that is not volatile.
+const known = {
+  functions: new Set([...COMMON_FUNCTIONS, 'lock_it', 'stamp', 'lookup', 'system']),
+  leaderNames: new Map([
+    ['lock_it', 'lock_it() is volatile'],
+    ['stamp', 'stamp() is volatile'],
+    ['locking_view', 'reading locking_view calls pg_try_advisory_lock()'],
+  ]),
+}
+const beforeLoad = { functions: COMMON_FUNCTIONS, leaderNames: new Map() }
+
+// [statement text, expected kind, knowledge]
+const withCatalog = [
+  ['select lock_it(1)', W, known],
+  ['select public.lock_it($1), x from t', W, known],
+  ['select "Lock_It"(1)', W, known],
+  ['select t.stamp from t', W, known], // attribute notation calls stamp(t)
+  ['select * from locking_view', W, known],
+  ['select got from public.locking_view where true', W, known],
+  ['with v as (select * from locking_view) select * from v', W, known],
+  ['explain analyze select lock_it(1)', W, known],
+  ['explain select lock_it(1)', R, known],
+  ['select lookup(1)', R, known],
+  ['select count(*), lower(title) from posts', R, known],
+  ['select unknown_fn(1)', W, known],
+  ['select s.unknown_fn(1) from t', W, known],
+  ['select x from t where y = unknown_fn($1)', W, known],
+  // column lists, keywords and type modifiers are not calls of unknown functions
+  ['select * from generate_series(1, 3) as g(x)', R, known],
+  ['select * from generate_series(1, 3) g(x)', R, known],
+  ['select * from (values (1, 2)) v(a, b)', R, known],
+  ['select * from t tt(a, b)', R, known],
+  ['select * from "T" tt(a)', R, known],
+  ['with c(a) as (select 1) select * from c', R, known],
+  ['with c(a) as materialized (select 1), d(b) as not materialized (select 2) select * from c, d', R, known],
+  ['select x::varchar(10), cast(y as numeric(10, 2)), z::char(3) from t', R, known],
+  ['select coalesce(a, b), nullif(a, 0), greatest(a, b), exists (select 1), a in (1, 2) from t', R, known],
+  ['select count(*) filter (where x > 0) over (partition by y order by z) from t', R, known],
+  ['select percentile_cont(0.5) within group (order by x) from t', R, known],
+  ['select * from t tablesample system (10) repeatable (1)', R, known],
+  ['select substring(a from 1 for 2), trim(both from a), extract(epoch from now()) from t', R, known],
+  ['select row(1, 2), array(select 1), current_timestamp(3)', R, known],
+  ['select a from t where (a, b) in (select 1, 2)', R, known],
+  // before the catalog is in, only the common built-ins are known
+  ['select count(*), lower(title) from posts', R, beforeLoad],
+  ['select lookup(1)', W, beforeLoad],
+  ['select lock_it(1)', W, beforeLoad],
+]
+
+const catalogTable = suite('classifyStatement with the catalog')
+
+for (const [text, expected, knowledge] of withCatalog) {
+  const when = knowledge === beforeLoad ? 'before the catalog is in' : 'with the catalog'
+  catalogTable(`${JSON.stringify(text)} is a ${expected} ${when}`, () => {
+    const { kind, reason } = classifyStatement(text, knowledge)
+    assert.is(kind, expected, `${JSON.stringify(text)} classified ${kind} (${reason}), expected ${expected}`)
+  })
+}
+
+catalogTable('a call the catalog does not know names the function, so the catalog is read again', () => {
+  assert.is(classifyStatement('select unknown_fn(1)', known).unknownFunction, 'unknown_fn')
+  assert.is(classifyStatement('select lookup(1)', known).unknownFunction, undefined)
+  assert.is(classifyStatement('select unknown_fn(1)').kind, R, 'without knowledge only the text counts')
+})
+
+catalogTable('statements that may change functions, views or policies say so', () => {
+  const changes = [
+    'create function f() returns int language sql as $$ select 1 $$',
+    'CREATE OR REPLACE VIEW v AS SELECT 1',
+    'drop function if exists f(int)',
+    'alter function f() volatile',
+    'alter table v rename to w',
+    'create policy p on t using (f())',
+    'create extension pgcrypto',
+    'do $$ begin end $$',
+    'create table t (id int); create function f() returns int language sql as $$ select 1 $$',
+  ]
+  for (const text of changes) assert.is(classifyStatement(text).changesCatalog, true, text)
+  const others = ['create temp table t (id int)', 'create index on t (id)', 'insert into t values (1)', 'select 1; select 2', 'drop table t']
+  for (const text of others) assert.not.ok(classifyStatement(text).changesCatalog, text)
+})
+
+catalogTable.run()
+
+// ---
+
+const rendering = suite('statement text as the router classifies it')
+
+// No server needed: the router renders and classifies without connecting.
+const router = new Router(normalizeOptions({ leader: 'postgres://u:p@127.0.0.1:9/x', replicas: [], connectTimeout: 200 }))
+const tag = router.factory
+
+rendering('identifiers render as the quoted names they are, values as placeholders', () => {
+  assert.is(router.statementText(tag`select ${tag('pg_advisory_lock')}(${7})`), 'select "pg_advisory_lock"($1)')
+  assert.is(router.statementText(tag`select ${tag(['a', 'pg_advisory_lock'])} from t`), 'select "a","pg_advisory_lock" from t')
+  assert.is(router.statementText(tag`select ${tag({ n: 1 })}`), 'select $1 as "n"')
+  assert.is(router.statementText(tag`select * from ${tag('t')} where ${tag`x = ${1}`}`), 'select * from "t" where x = $1')
+})
+
+rendering('a call through an identifier goes to the leader; the same site with a harmless name does not', () => {
+  const site = (name) => tag`select ${tag(name)}(1)`
+  assert.is(router.kindOf(site('pg_advisory_lock')), W)
+  assert.is(router.kindOf(site('abs')), R)
+  assert.is(router.kindOf(site('pg_try_advisory_lock')), W)
+  assert.is(router.kindOf(tag`insert into t ${tag({ a: 1 })}`), W)
+})
+
+rendering.after(() => router.end({ timeout: 0 }))
+
+rendering.run()
 
 // ---
 
