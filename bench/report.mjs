@@ -160,19 +160,23 @@ const formatters = {
       .join('\n\n'),
 
   'classifier-cost': (r) =>
-    table(
-      ['statement', 'chars', 'classifier says', 'classifyStatement p50', 'naive regex says', 'naive regex p50'],
-      r.rows.map((
-        row,
-      ) => [
-        row.statement,
-        num(row.chars),
-        `${row.kind} (${row.reason})`,
-        `${num(row.classifyUs, 2)} µs`,
-        row.naiveSays,
-        `${num(row.naiveUs * 1000, 0)} ns`,
-      ]),
-    ),
+    [
+      table(
+        ['statement', 'chars', 'classifier says', 'classifyStatement p50', '+ catalog p50', 'naive regex says', 'naive regex p50'],
+        r.rows.map((
+          row,
+        ) => [
+          row.statement,
+          num(row.chars),
+          `${row.kind} (${row.reason})`,
+          `${num(row.classifyUs, 2)} µs`,
+          row.withCatalogUs === undefined ? '' : `${num(row.withCatalogUs, 2)} µs`,
+          row.naiveSays,
+          `${num(row.naiveUs * 1000, 0)} ns`,
+        ]),
+      ),
+      ...(r.sites ? ['', table(['Router.kindOf, once cached', 'p50'], r.sites.map((row) => [row.site, `${num(row.kindOfNs, 0)} ns`]))] : []),
+    ].join('\n'),
 
   memory: (r) =>
     [
