@@ -13,7 +13,7 @@ const { SessionPosition, parseToken } = await load('tag/session')
 const failures = await load('tag/failures')
 const { createPicker } = await load('tag/balance')
 const { validateDescriptor } = await load('tag/descriptor')
-const { ConfigError, redactUrl } = await load('tag/errors')
+const { ConfigError, LeaderUnavailableError, NoReplicaError, redactUrl } = await load('tag/errors')
 const { PendingStatements } = await load('tag/pending')
 const { synchronousStandbyNames, serverSettings, hbaLines, primaryConninfo, parsePort, parseSynchronousMode, postgresUrl, nodeNames, defaultPorts } =
   await load('topology')
@@ -35,6 +35,9 @@ const goodOptions = [
   [{ fallback: false }, (o) => o.fallback === false],
   [{ readTimeout: 0 }, (o) => o.readTimeout === 0],
   [{ postgres: { max: 3 } }, (o) => o.postgres.max === 3],
+  // postgres.js's connect_timeout (seconds) is the user's: it sets pgfollow's connectTimeout unless that is given too.
+  [{ postgres: { connect_timeout: 7 } }, (o) => o.connectTimeout === 7000 && o.postgres.connect_timeout === 7],
+  [{ connectTimeout: 500, postgres: { connect_timeout: 7 } }, (o) => o.connectTimeout === 500 && o.postgres.connect_timeout === 7],
 ]
 for (const [input, check] of goodOptions) {
   options(`accepts ${JSON.stringify(input)}`, () => {
@@ -50,6 +53,7 @@ const badOptions = [
   [{ monitorInterval: 0 }, /monitorInterval must be a positive number/],
   [{ sessionWait: -5 }, /sessionWait must be a number >= 0/],
   [{ connectTimeout: 'soon' }, /connectTimeout must be a positive number/],
+  [{ postgres: { connect_timeout: -1 } }, /postgres.connect_timeout must be a positive number/],
   [{ cluster: 'x.json' }, /either `cluster`/],
 ]
 for (const [input, pattern] of badOptions) {
@@ -174,6 +178,25 @@ for (const [error, expected] of cases) {
     assert.equal(got, expected)
   })
 }
+
+errors('a pgfollow error that wraps a driver error carries its code, as postgres.js users match on it', () => {
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED', errno: -111, address: '127.0.0.1', port: 1 })
+  const wrapped = new LeaderUnavailableError('No leader accepts writes', { cause: refused })
+  assert.equal([wrapped.code, wrapped.pgfollowCode, wrapped.errno, wrapped.address, wrapped.port], [
+    'ECONNREFUSED',
+    'PGFOLLOW_LEADER_UNAVAILABLE',
+    -111,
+    '127.0.0.1',
+    1,
+  ])
+  assert.is(wrapped.cause, refused)
+  const login = new ConfigError('refused the login', {
+    cause: Object.assign(new Error('password authentication failed'), { code: '28P01', severity: 'FATAL' }),
+  })
+  assert.equal([login.code, login.pgfollowCode, login.severity], ['28P01', 'PGFOLLOW_CONFIG', 'FATAL'])
+  // Nothing wrapped: pgfollow's own code.
+  assert.equal([new NoReplicaError('none').code, new LeaderUnavailableError('down').code], ['PGFOLLOW_NO_REPLICA', 'PGFOLLOW_LEADER_UNAVAILABLE'])
+})
 
 errors.run()
 

@@ -4,13 +4,28 @@
  * quoted in a message.
  */
 
-/** Base class: `code` is stable and safe to switch on. */
+/** What a driver error carries that postgres.js users match on: kept on the pgfollow error that wraps it. */
+const DRIVER_FIELDS = ['code', 'errno', 'address', 'port', 'syscall', 'severity'] as const
+
+/**
+ * Base class. `pgfollowCode` is pgfollow's stable code. `code` is the same,
+ * except when the error wraps a driver error (its `cause`): then `code`
+ * (and `errno`, `address`, `port`) are the driver's, so code written for
+ * postgres.js (`if (error.code === 'ECONNREFUSED')`) keeps working, and
+ * `instanceof LeaderUnavailableError` / `pgfollowCode` say what pgfollow knows.
+ */
 export class PgfollowError extends Error {
   readonly code: string
+  readonly pgfollowCode: string
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.name = new.target.name
+    this.pgfollowCode = code
     this.code = code
+    const cause = options?.cause as Record<string, unknown> | undefined
+    if (cause && typeof cause === 'object' && typeof cause.code === 'string') {
+      for (const field of DRIVER_FIELDS) if (cause[field] !== undefined) Object.assign(this, { [field]: cause[field] })
+    }
   }
 }
 

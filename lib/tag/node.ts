@@ -7,6 +7,7 @@ import postgres from 'postgres'
 import { redactMessage, redactUrl } from './errors.ts'
 import { authenticationFailure } from './failures.ts'
 import type { NormalizedOptions } from './options.ts'
+import type { PoolOptions } from './pool-options.ts'
 
 export type NodeState = 'healthy' | 'retired' | 'banned' | 'down'
 
@@ -28,6 +29,10 @@ export interface PgQuery extends Promise<unknown> {
   cursorFn?: unknown
   forEachFn?: unknown
   cursorRows?: number
+  /** COPY: resolves with a stream (`.readable()` / `.writable()`). */
+  streaming?: boolean
+  /** Cancelled before it was sent: true (postgres.js has rejected it already). */
+  cancelled?: unknown
 }
 
 /** Consecutive failures after which a node counts as down rather than banned. */
@@ -54,6 +59,8 @@ export class ClusterNode {
   failures = 0
   bannedUntil = 0
   lastError: string | null = null
+  /** The error behind `lastError`, as the driver raised it: the `cause` of what pgfollow throws for this node. */
+  lastFailure: unknown = null
   /** The last failure was a refused login: a configuration problem, not an outage. */
   loginRefused = false
   /**
@@ -72,18 +79,21 @@ export class ClusterNode {
   served = 0
   errors = 0
 
-  constructor(name: string, url: string, weight: number, options: NormalizedOptions) {
+  constructor(name: string, url: string, weight: number, options: NormalizedOptions, pools: PoolOptions) {
     this.name = name
     this.url = url
     this.safeUrl = redactUrl(url)
     this.weight = weight
-    const connectTimeoutSeconds = options.connectTimeout / 1000
-    this.pool = postgres(url, { onnotice: () => {}, ...options.postgres, connect_timeout: connectTimeoutSeconds })
+    this.pool = pools.pool(url)
+    // The monitor is pgfollow's own: none of the user's hooks, types or transforms,
+    // but the same way to reach the server (TLS, socket).
+    const { ssl, socket, path, keep_alive } = options.postgres as Record<string, never>
     this.monitor = postgres(url, {
+      ...definedOnly({ ssl, socket, path, keep_alive }),
       max: 1,
       onnotice: () => {},
       fetch_types: false,
-      connect_timeout: connectTimeoutSeconds,
+      connect_timeout: options.connectTimeout / 1000,
       connection: { application_name: 'pgfollow-monitor' },
     })
     const probe = this.pool`` as unknown as PgQuery
@@ -107,6 +117,7 @@ export class ClusterNode {
     this.failures++
     this.errors++
     this.lastError = redactMessage(error, this.url)
+    this.lastFailure = error
     this.loginRefused = authenticationFailure(error)
     this.bannedUntil = Date.now() + Math.min(ban.base * 2 ** (this.failures - 1), ban.max)
   }
@@ -117,6 +128,7 @@ export class ClusterNode {
     this.failures = 0
     this.bannedUntil = 0
     this.lastError = null
+    this.lastFailure = null
     this.loginRefused = false
   }
 
@@ -125,7 +137,13 @@ export class ClusterNode {
     return this.failures === 0 || now >= this.bannedUntil
   }
 
-  async end(timeoutSeconds: number): Promise<void> {
-    await Promise.all([this.pool.end({ timeout: timeoutSeconds }), this.monitor.end({ timeout: timeoutSeconds })])
+  /** Ends the pool as postgres.js would (`timeout` in seconds; none: wait for statements in flight). */
+  async end(timeout?: number | null): Promise<void> {
+    // The monitor's checks are bounded by their own timeouts: nothing of the user's waits on them.
+    await Promise.all([this.pool.end({ timeout: timeout ?? undefined }), this.monitor.end({ timeout: 1 })])
   }
+}
+
+function definedOnly(options: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
 }

@@ -7,11 +7,12 @@
 import type postgres from 'postgres'
 import { type ClusterDescriptor, loadDescriptor, validateDescriptor } from './descriptor.ts'
 import { ConfigError } from './errors.ts'
+import type { NoCustomTypes } from './tag.ts'
 
 export type Balance = 'round-robin' | 'random' | 'least-busy'
 export const BALANCES: readonly Balance[] = ['round-robin', 'random', 'least-busy']
 
-export interface ConnectOptions {
+export interface ConnectOptions<T extends Record<string, postgres.PostgresType> = NoCustomTypes> {
   /** Leader URL; with `replicas`, replaces the descriptor file. */
   leader?: string
   replicas?: string[]
@@ -29,7 +30,10 @@ export interface ConnectOptions {
   sessionWait?: number
   /** With no healthy replica, read from the leader (true) or throw NoReplicaError (false). */
   fallback?: boolean
-  /** Per-host connect timeout, ms: one dead host cannot stall a caller longer. */
+  /**
+   * Per-host connect timeout, ms: one dead host cannot stall a caller longer.
+   * Default: `postgres.connect_timeout` (seconds) when given, else 2000.
+   */
   connectTimeout?: number
   /** A replica read unanswered for this long is retried elsewhere and the replica banned, ms (0: never). */
   readTimeout?: number
@@ -41,8 +45,13 @@ export interface ConnectOptions {
    * `'schema.name'`. Other volatile functions send their statements to the leader.
    */
   readOnlyFunctions?: string[]
-  /** Options passed to every postgres.js pool (max, types, transform, ...). */
-  postgres?: postgres.Options<Record<string, postgres.PostgresType>>
+  /**
+   * postgres.js options for every node's pool (max, types, transform,
+   * onnotice, debug, ...), applied identically to each; they win over
+   * pgfollow's defaults. `sql.options` is one view of them: a change made
+   * there later (as Drizzle does with parsers) reaches every pool.
+   */
+  postgres?: postgres.Options<T>
 }
 
 export interface NormalizedOptions {
@@ -75,8 +84,8 @@ const DEFAULTS = {
 }
 
 /** `connect()` / `connect('file.json')` / `connect({ ... })` → one normalised object. */
-export function normalizeOptions(input?: string | ConnectOptions): NormalizedOptions {
-  const options: ConnectOptions = typeof input === 'string' ? { cluster: input } : { ...input }
+export function normalizeOptions(input?: string | ConnectOptions<Record<string, postgres.PostgresType>>): NormalizedOptions {
+  const options: ConnectOptions<Record<string, postgres.PostgresType>> = typeof input === 'string' ? { cluster: input } : { ...input }
   const descriptor = resolveDescriptor(options)
   const weights = options.weights ?? descriptor.replicas.map(() => 1)
   if (weights.length !== descriptor.replicas.length || weights.some((w) => !(Number.isFinite(w) && w > 0))) {
@@ -97,7 +106,7 @@ export function normalizeOptions(input?: string | ConnectOptions): NormalizedOpt
     monitorInterval: positive('monitorInterval', options.monitorInterval ?? DEFAULTS.monitorInterval),
     sessionWait: atLeastZero('sessionWait', options.sessionWait ?? DEFAULTS.sessionWait),
     fallback: options.fallback ?? DEFAULTS.fallback,
-    connectTimeout: positive('connectTimeout', options.connectTimeout ?? DEFAULTS.connectTimeout),
+    connectTimeout: positive('connectTimeout', options.connectTimeout ?? poolConnectTimeoutMs(options.postgres) ?? DEFAULTS.connectTimeout),
     readTimeout: atLeastZero('readTimeout', options.readTimeout ?? DEFAULTS.readTimeout),
     ban: {
       base: positive('ban.base', options.ban?.base ?? DEFAULTS.banBase),
@@ -108,7 +117,14 @@ export function normalizeOptions(input?: string | ConnectOptions): NormalizedOpt
   }
 }
 
-function resolveDescriptor(options: ConnectOptions): ClusterDescriptor {
+/** postgres.js's `connect_timeout` (seconds, a number or a numeric string) in ms, when the user gave one. */
+function poolConnectTimeoutMs(pool: ConnectOptions['postgres']): number | undefined {
+  const seconds = pool?.connect_timeout
+  if (seconds === undefined || seconds === null) return undefined
+  return positive('postgres.connect_timeout', Number(seconds)) * 1000
+}
+
+function resolveDescriptor(options: ConnectOptions<Record<string, postgres.PostgresType>>): ClusterDescriptor {
   if (options.leader !== undefined || options.replicas !== undefined) {
     if (options.cluster) throw new ConfigError('Give either `cluster` (a descriptor file) or `leader`/`replicas`, not both.')
     return validateDescriptor({ leader: options.leader, replicas: options.replicas ?? [] }, 'connect() options')

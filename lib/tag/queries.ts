@@ -53,3 +53,12 @@ UNION ALL
 SELECT lower(c.relname), 'SELECT ' || pg_catalog.pg_get_expr(p.polqual, p.polrelid)
   FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
  WHERE p.polqual IS NOT NULL`
+
+/** A session's position after a statement on the leader: its insert LSN (at or past any commit it saw). */
+export const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
+
+/** A session's position after a read on a replica: what it had replayed (at least what the read saw). */
+export const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
+
+/** Statements pgfollow runs on the users' pools itself: the user's `debug` hook never sees them. */
+export const INTERNAL_STATEMENTS: ReadonlySet<string> = new Set([LEADER_POSITION, REPLICA_POSITION, CATALOG_FINGERPRINT, CATALOG_CONTENTS])

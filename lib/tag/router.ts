@@ -16,7 +16,10 @@ import { maxLsn, parseLsn } from './lsn.ts'
 import { ClusterNode, type NodeState, type PgQuery } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
 import { PendingStatements } from './pending.ts'
+import { PoolOptions } from './pool-options.ts'
+import { LEADER_POSITION, REPLICA_POSITION } from './queries.ts'
 import type { SessionPosition } from './session.ts'
+import { afterStream, streams } from './streams.ts'
 
 /** Where a tag sends statements: by classification, or pinned. */
 export interface RouteContext {
@@ -24,9 +27,6 @@ export interface RouteContext {
   session?: SessionPosition
 }
 
-// Positions read right behind a statement, on the same connection.
-const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
-const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
 /** A position no replica reaches: the session reads from the leader until it learns a real one. */
 const UNREACHABLE_POSITION = (1n << 64n) - 1n
 const MAX_CACHED_TEXTS = 5_000
@@ -84,6 +84,8 @@ function timeoutError(message: string, code: string): Error {
 export class Router extends EventEmitter {
   readonly options: NormalizedOptions
   readonly nodes: ClusterNode[]
+  /** The postgres.js options every node's pool shares; `sql.options` is its view. */
+  readonly poolOptions: PoolOptions
   leader: ClusterNode
   /** postgres.js's Query class, to recognise fragments nested in a statement. */
   readonly Query: new (...args: never[]) => PgQuery
@@ -110,9 +112,10 @@ export class Router extends EventEmitter {
   constructor(options: NormalizedOptions) {
     super()
     this.options = options
+    this.poolOptions = new PoolOptions(options.postgres, options.connectTimeout)
     this.nodes = [
-      new ClusterNode('leader', options.leader, 1, options),
-      ...options.replicas.map((url, i) => new ClusterNode(`replica${i + 1}`, url, options.weights[i], options)),
+      new ClusterNode('leader', options.leader, 1, options, this.poolOptions),
+      ...options.replicas.map((url, i) => new ClusterNode(`replica${i + 1}`, url, options.weights[i], options, this.poolOptions)),
     ]
     this.leader = this.nodes[0]
     this.Query = Object.getPrototypeOf(this.leader.pool``).constructor
@@ -368,10 +371,16 @@ export class Router extends EventEmitter {
    * session's position, or retry elsewhere before the caller sees an error.
    */
   #dispatch(job: Job, attempt: PgQuery, node: ClusterNode): void {
+    // Cancelled while it waited here (a session read waiting for a replica): the caller already has 57014.
+    if (attempt.cancelled) return
     attempt.canceller = node.canceller
-    if (attempt.cursorFn || attempt.forEachFn) {
-      // Streams deliver rows as they come: a retry could repeat them, so they run once, as they are.
+    if (streams(attempt)) {
+      // Streams (cursors, forEach, COPY) deliver rows as they come: a retry could repeat them, so they
+      // run once, as they are. Nothing may be pipelined behind a COPY: a session learns its position
+      // once the stream has ended.
       node.served++
+      const session = job.ctx.session
+      if (session) afterStream(attempt, () => session.track(this.positionAfter(node)))
       node.handler(attempt)
       return
     }
@@ -459,17 +468,40 @@ export class Router extends EventEmitter {
       previous?.(connection)
       return connection.execute(follow)
     }
-    return async () => {
-      try {
-        const rows = (pipelined ? await follow : await node.pool.unsafe(text)) as { lsn: string }[]
-        const lsn = parseLsn(rows[0].lsn)
-        if (node !== this.leader) node.replayLsn = maxLsn(node.replayLsn, lsn)
-        return lsn
-      } catch {
-        // The node died right after answering: the leader's position bounds what it could have shown.
-        return this.#leaderPosition().catch(() => UNREACHABLE_POSITION)
-      }
+    return () => pipelined ? this.#positionFrom(node, follow) : this.positionAfter(node)
+  }
+
+  /**
+   * Where a session stands after a statement that has ended on `node`, asked
+   * on any of the node's connections (not pipelined): the leader's insert
+   * position, or what the replica had replayed.
+   */
+  positionAfter(node: ClusterNode): Promise<bigint | null> {
+    return this.#positionFrom(node, node.pool.unsafe(node === this.leader ? LEADER_POSITION : REPLICA_POSITION) as unknown as PgQuery)
+  }
+
+  async #positionFrom(node: ClusterNode, query: PgQuery): Promise<bigint | null> {
+    try {
+      const rows = (await query) as { lsn: string }[]
+      const lsn = parseLsn(rows[0].lsn)
+      if (node !== this.leader) node.replayLsn = maxLsn(node.replayLsn, lsn)
+      return lsn
+    } catch {
+      // The node died right after answering: the leader's position bounds what it could have shown.
+      return this.#leaderPosition().catch(() => UNREACHABLE_POSITION)
     }
+  }
+
+  /**
+   * The node a read in this context goes to now, chosen as for a statement
+   * (a session waits for a replica that has its position): where a reserved
+   * connection whose first statement is a read binds.
+   */
+  async readNode(ctx: RouteContext): Promise<ClusterNode> {
+    const position = ctx.session ? await ctx.session.settled() : null
+    let node = this.#pickReplica(position, NOTHING_TRIED)
+    if (!node && position !== null && this.#hasCandidate(NOTHING_TRIED)) node = await this.#waitForReplica(position, NOTHING_TRIED)
+    return this.#readNode({ tried: NOTHING_TRIED } as Job, node)
   }
 
   async #leaderPosition(): Promise<bigint | null> {
@@ -491,6 +523,8 @@ export class Router extends EventEmitter {
   }
 
   async #onError(job: Job, node: ClusterNode, error: unknown): Promise<void> {
+    // Ended (or destroyed by end({ timeout })): the user's own doing, reported as postgres.js reports it.
+    if (this.#ended) throw error
     const isLeader = node === this.leader
     if (nodeUnreachable(error) || authenticationFailure(error) || (error as { code?: string }).code === 'PGFOLLOW_READ_TIMEOUT') {
       this.nodeFailed(node, error)
@@ -638,10 +672,10 @@ export class Router extends EventEmitter {
     if (this.leaderUsable) return this.leader
     if (this.leader.loginRefused) throw this.#loginRefused([this.leader])
     void this.discoverLeader()
-    throw this.#leaderUnavailable()
+    throw this.#leaderUnavailable(this.leader.lastFailure ?? undefined)
   }
 
-  #loginRefused(nodes: ClusterNode[], cause?: unknown): ConfigError {
+  #loginRefused(nodes: ClusterNode[], cause: unknown = nodes[0]?.lastFailure): ConfigError {
     const names = nodes.map((node) => `${node.name} (${node.safeUrl})`).join(', ')
     return new ConfigError(`${names} refused the login: fix the user or password in the descriptor (or connect() options).`, { cause })
   }
@@ -661,7 +695,7 @@ export class Router extends EventEmitter {
       return result
     } catch (error) {
       leader.errors++
-      if (!nodeUnreachable(error)) throw error
+      if (this.#ended || !nodeUnreachable(error)) throw error
       this.nodeFailed(leader, error)
       throw new LeaderUnavailableError(
         `The leader ${leader.safeUrl} went away during the transaction${
@@ -687,6 +721,6 @@ export class Router extends EventEmitter {
     // postgres.js's end() can hang on a connection that is failing to log in
     // right then: let in-flight checks (each bounded by a timeout) finish first.
     await Promise.allSettled([this.#discovery, this.#monitor.tick(), this.#catalog.settled()])
-    await Promise.all(this.nodes.map((node) => node.end(options.timeout ?? 5)))
+    await Promise.all(this.nodes.map((node) => node.end(options.timeout)))
   }
 }
