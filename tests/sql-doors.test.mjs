@@ -122,6 +122,17 @@ const sessions = suite('sessions see writes through every door (replica 1.5 s be
 
 sessions.before(async () => {
   await setApplyDelay('1500ms')
+  // The reload reaches the replica's startup process a moment later: wait until a fresh write stays off it.
+  await until(
+    async () => {
+      const tag = tagged('probe')
+      await admin`insert into doors (tag) values (${tag})`
+      await new Promise((r) => setTimeout(r, 100))
+      return (await countOf(tag, replicaAdmin)) === 0
+    },
+    5000,
+    'the apply delay to hold',
+  )
 })
 
 sessions('a plain read right after a write misses it (the replica really lags)', async () => {
@@ -269,6 +280,9 @@ reserve('Kysely on the tag reads from the replica; on a session it reads its own
     const db = new Kysely({ dialect: new PostgresJSDialect({ postgres: sql }) })
     const [{ port }] = await kyselySql`select inet_server_port() as port`.execute(db).then((r) => r.rows)
     assert.is(port, replicaPort, 'a Kysely read went to the replica')
+    let streamed = 0
+    for await (const _ of db.selectFrom('doors').select('tag').limit(3).stream(1)) streamed++
+    assert.is(streamed, 3, 'Kysely streamed through a cursor on a reserved connection')
 
     const s = sql.session()
     const sessionDb = new Kysely({ dialect: new PostgresJSDialect({ postgres: s }) })

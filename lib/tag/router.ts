@@ -721,6 +721,8 @@ export class Router extends EventEmitter {
     // postgres.js's end() can hang on a connection that is failing to log in
     // right then: let in-flight checks (each bounded by a timeout) finish first.
     await Promise.allSettled([this.#discovery, this.#monitor.tick(), this.#catalog.settled()])
-    await Promise.all(this.nodes.map((node) => node.end(options.timeout)))
+    // As postgres.js: without a timeout, wait for what runs. A failing node runs nothing of the
+    // user's, and postgres.js's end() would wait forever for a connection retrying a dead host.
+    await Promise.all(this.nodes.map((node) => node.end(options.timeout ?? (node.failures > 0 ? 0 : undefined))))
   }
 }
