@@ -80,9 +80,10 @@ class ReservedConnection {
   }
 
   #kindOf(query: PgQuery): StatementKind {
-    if (this.#ctx.intent === 'leader') return 'write'
     if (this.#ctx.intent === 'replica') return 'read'
-    return this.#router.kindOf(query)
+    // Classified even when pinned to the leader, as the router does: DDL sent here refreshes its catalog.
+    const kind = this.#router.kindOf(query)
+    return this.#ctx.intent === 'leader' ? 'write' : kind
   }
 
   #mustMove(kind: StatementKind): boolean {
