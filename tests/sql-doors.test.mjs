@@ -67,8 +67,9 @@ options('parsers and serializers set on sql.options after connect() apply on the
   sql.options.serializers[3802] = (x) => x
   sql.options.parsers[1184] = (x) => `raw:${x}`
   try {
-    for (const via of [sql.leader, sql.replica]) {
+    for (const [via, port] of [[sql.leader, leaderPort], [sql.replica, replicaPort]]) {
       const [row] = await via`select ${sql.typed('{"a":1}', 3802)}::jsonb = '{"a":1}'::jsonb as same, now() as at, inet_server_port() as port`
+      assert.is(row.port, port, 'served by the node it was pinned to')
       assert.ok(row.same, `jsonb compared equal on ${row.port}`)
       assert.ok(String(row.at).startsWith('raw:'), `timestamptz parsed by the user's parser on ${row.port}: ${row.at}`)
     }
@@ -334,9 +335,12 @@ errors('a wrong password: code 28P01 as postgres.js reports it', async () => {
 
 errors("an SQL error's stack shows the caller, through the tag and a session", async () => {
   for (const via of [sql, sql.session(), sql.leader]) {
-    const error = await (function theCallSite() {
+    const query = (function theCallSite() {
       return via`select * from no_such_table`
-    })().catch((e) => e)
+    })()
+    // postgres.js keeps 4 frames where a statement was made and appends them to its error's stack.
+    assert.match(query.origin, /theCallSite/, 'the frames kept end at the caller')
+    const error = await query.catch((e) => e)
     assert.is(error.code, '42P01')
     assert.match(error.stack, /theCallSite/)
   }
