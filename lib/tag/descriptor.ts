@@ -12,6 +12,8 @@ import { ConfigError, redactUrl } from './errors.ts'
 export interface ClusterDescriptor {
   leader: string
   replicas: string[]
+  /** REST endpoints of a Patroni-managed cluster (http://host:port). */
+  patroni?: string[]
 }
 
 export const DEFAULT_CLUSTER_DIR = '.pgfollow'
@@ -61,7 +63,7 @@ export function validateDescriptor(value: unknown, source = 'the descriptor'): C
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new ConfigError(`${source} must be an object like {"leader": "postgres://...", "replicas": ["postgres://..."]}.`)
   }
-  const { leader, replicas = [] } = value as Record<string, unknown>
+  const { leader, replicas = [], patroni } = value as Record<string, unknown>
   checkUrl(leader, `${source}: "leader"`)
   if (!Array.isArray(replicas)) {
     throw new ConfigError(`${source}: "replicas" must be an array of postgres:// URLs (use [] for none).`)
@@ -75,7 +77,24 @@ export function validateDescriptor(value: unknown, source = 'the descriptor'): C
     }
     seen.add(key)
   }
-  return { leader: leader as string, replicas: replicas as string[] }
+  if (patroni === undefined) return { leader: leader as string, replicas: replicas as string[] }
+  if (!Array.isArray(patroni)) {
+    throw new ConfigError(`${source}: "patroni" must be an array of Patroni REST URLs like "http://127.0.0.1:8008" (or leave it out).`)
+  }
+  patroni.forEach((url, index) => checkHttpUrl(url, `${source}: "patroni[${index}]"`))
+  return { leader: leader as string, replicas: replicas as string[], patroni: patroni as string[] }
+}
+
+function checkHttpUrl(value: unknown, field: string): void {
+  let url: URL | null = null
+  try {
+    url = typeof value === 'string' ? new URL(value) : null
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) {
+    throw new ConfigError(`${field} must be a Patroni REST URL like "http://127.0.0.1:8008", not ${JSON.stringify(value)}.`)
+  }
 }
 
 function checkUrl(value: unknown, field: string): void {

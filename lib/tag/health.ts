@@ -8,6 +8,7 @@
 import { lsnDistance, maxLsn, parseLsn } from './lsn.ts'
 import type { ClusterNode } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
+import { PatroniFollower } from './patroni.ts'
 import { NODE_POSITION } from './queries.ts'
 
 /** What the monitor needs from the router: the nodes, the leader, and where to report. */
@@ -16,6 +17,8 @@ export interface MonitoredCluster {
   readonly options: NormalizedOptions
   leader: ClusterNode
   electLeader(writable: ClusterNode[]): void
+  /** A node Patroni lists that the descriptor did not: it joins at run time. */
+  addNode(url: string, name?: string): ClusterNode
   nodeFailed(node: ClusterNode, error: unknown): void
   nodeAnswered(node: ClusterNode): void
   emit(event: string, payload: unknown): boolean
@@ -41,9 +44,12 @@ export class Monitor {
   #history: LeaderSample[] = []
   #timer: ReturnType<typeof setInterval> | null = null
   #ticking: Promise<void> | null = null
+  /** Set when the cluster has Patroni endpoints: the topology then comes from Patroni too. */
+  readonly patroni: PatroniFollower | null
 
   constructor(cluster: MonitoredCluster) {
     this.#cluster = cluster
+    this.patroni = cluster.options.patroni.length > 0 ? new PatroniFollower(cluster) : null
   }
 
   start(): void {
@@ -70,6 +76,8 @@ export class Monitor {
   async #checkAll(): Promise<void> {
     const cluster = this.#cluster
     const now = Date.now()
+    // Patroni first: a member it adds is checked in this same round.
+    await this.patroni?.follow()
     const due = cluster.nodes.filter((node) => node.dueForCheck(now))
     const positions = await Promise.all(due.map((node) => this.#check(node)))
     if (!this.#timer) return // stopped while checking

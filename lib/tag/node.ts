@@ -56,6 +56,8 @@ export class ClusterNode {
   lagBytes = 0
   lagMs = 0
   retired = false
+  /** Why Patroni's view keeps this node out of the reads (lib/tag/patroni.ts), or null. */
+  heldOut: string | null = null
   failures = 0
   bannedUntil = 0
   lastError: string | null = null
@@ -101,15 +103,15 @@ export class ClusterNode {
     this.canceller = probe.canceller
   }
 
-  /** May serve reads: not retired, not failing. */
+  /** May serve reads: not retired, not held out by Patroni, not failing. */
   get available(): boolean {
-    return !this.retired && this.failures === 0
+    return !this.retired && this.heldOut === null && this.failures === 0
   }
 
   get state(): NodeState {
     if (this.failures >= DOWN_AFTER_FAILURES) return 'down'
     if (this.failures > 0) return 'banned'
-    return this.retired ? 'retired' : 'healthy'
+    return this.retired || this.heldOut !== null ? 'retired' : 'healthy'
   }
 
   /** A failed connection or check: ban for an exponentially growing time. */

@@ -16,6 +16,8 @@ export interface ConnectOptions<T extends Record<string, postgres.PostgresType> 
   /** Leader URL; with `replicas`, replaces the descriptor file. */
   leader?: string
   replicas?: string[]
+  /** Patroni REST endpoints (http://host:port): the tag then also follows Patroni's view of the cluster. */
+  patroni?: string[]
   /** Path of a descriptor file (default: PGFOLLOW_CLUSTER, else .pgfollow/cluster.json). */
   cluster?: string
   /** How reads spread over healthy replicas. */
@@ -57,6 +59,8 @@ export interface ConnectOptions<T extends Record<string, postgres.PostgresType> 
 export interface NormalizedOptions {
   leader: string
   replicas: string[]
+  /** Patroni REST endpoints; empty when the cluster has no Patroni. */
+  patroni: string[]
   balance: Balance
   weights: number[]
   maxLag: { bytes: number; ms: number }
@@ -97,6 +101,7 @@ export function normalizeOptions(input?: string | ConnectOptions<Record<string, 
   if (!BALANCES.includes(balance)) throw new ConfigError(`balance must be one of ${BALANCES.join(', ')}, not "${balance}".`)
   return {
     ...descriptor,
+    patroni: descriptor.patroni ?? [],
     balance,
     weights,
     maxLag: {
@@ -127,9 +132,11 @@ function poolConnectTimeoutMs(pool: ConnectOptions['postgres']): number | undefi
 function resolveDescriptor(options: ConnectOptions<Record<string, postgres.PostgresType>>): ClusterDescriptor {
   if (options.leader !== undefined || options.replicas !== undefined) {
     if (options.cluster) throw new ConfigError('Give either `cluster` (a descriptor file) or `leader`/`replicas`, not both.')
-    return validateDescriptor({ leader: options.leader, replicas: options.replicas ?? [] }, 'connect() options')
+    return validateDescriptor({ leader: options.leader, replicas: options.replicas ?? [], patroni: options.patroni }, 'connect() options')
   }
-  return loadDescriptor(options.cluster)
+  const descriptor = loadDescriptor(options.cluster)
+  if (options.patroni === undefined) return descriptor
+  return validateDescriptor({ ...descriptor, patroni: options.patroni }, 'connect() options')
 }
 
 function positive(name: string, value: number): number {

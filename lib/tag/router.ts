@@ -607,13 +607,36 @@ export class Router extends EventEmitter {
     this.emit('leader', { name: this.leader.name, url: this.leader.safeUrl, previous: previous.name })
   }
 
+  // --- Nodes added at run time (Patroni lists a member the descriptor does not) ---
+
+  /**
+   * Adds a node at run time, as a replica: it serves reads once the monitor
+   * has seen it in recovery and not lagging, like any other. Returns the
+   * existing node when one already has this URL.
+   */
+  addNode(url: string, name?: string): ClusterNode {
+    const known = this.nodes.find((node) => node.url === url)
+    if (known) return known
+    const taken = new Set(this.nodes.map((node) => node.name))
+    let unique = name && !taken.has(name) ? name : ''
+    for (let i = this.nodes.length; !unique; i++) if (!taken.has(`replica${i}`)) unique = `replica${i}`
+    const node = new ClusterNode(unique, url, 1, this.options)
+    this.nodes.push(node)
+    this.emit('add', { name: node.name, url: node.safeUrl })
+    return node
+  }
+
+  // --- end of nodes added at run time ---
+
   /** Asks every node whether it is in recovery; the one that is not takes the writes. */
   discoverLeader(): Promise<ClusterNode | null> {
     if (this.#ended) return Promise.resolve(null)
     this.#discovery ??= (async () => {
       const timeout = this.options.connectTimeout
-      await Promise.all(
-        this.nodes.map(async (node) => {
+      await Promise.all([
+        // With Patroni, its view names the new leader as soon as it has one.
+        this.#monitor.patroni?.follow(),
+        ...this.nodes.map(async (node) => {
           try {
             const [row] = await withTimeout(node.monitor`select pg_is_in_recovery() as in_recovery`, timeout, node.name)
             node.inRecovery = row.in_recovery
@@ -622,7 +645,7 @@ export class Router extends EventEmitter {
             if (node.failures === 0) this.nodeFailed(node, error)
           }
         }),
-      )
+      ])
       this.electLeader(this.nodes.filter((node) => node.failures === 0 && node.inRecovery === false))
       return this.leaderUsable ? this.leader : null
     })().finally(() => (this.#discovery = null))
