@@ -26,6 +26,12 @@ Flags
   --rejoin           then bring the old leader back at once, as a replica (re-cloned)
   --json             print one machine-readable result
 
+On a cluster Patroni manages (its descriptor lists "patroni" endpoints, as
+\`cluster.mjs up --ha\` and the Pulumi program with ha: patroni write), this
+asks Patroni instead: a switchover when the leader runs (no committed write
+is lost), a failover otherwise; --promote names the candidate. Patroni
+rejoins the old leader as a replica by itself (pg_rewind).
+
 The old leader stays fenced until \`npx zx scripts/cluster.mjs up\` (or
 --rejoin) re-clones it from the new leader. For the Docker cluster, see the
 README (Operator scripts: failover).`
@@ -45,6 +51,8 @@ async function main() {
     return 0
   }
   lib.ops.assertOnlyKnownFlags(argv, [...STRING_FLAGS, ...BOOLEAN_FLAGS])
+  const patroni = patroniEndpoints()
+  if (patroni) return await viaPatroni(patroni)
   const dir = clusterDir()
   const step = progress()
 
@@ -90,6 +98,37 @@ async function main() {
     )
   }
   echo(chalk.dim(`Descriptor rewritten: ${displayPath(join(dir, 'cluster.json'))}`))
+  return 0
+}
+
+/** The Patroni endpoints of the cluster's descriptor, or null when Patroni does not manage it. */
+function patroniEndpoints() {
+  if (argv.dir !== undefined && argv.cluster !== undefined) throw new lib.pgfollow.ConfigError('Give --dir or --cluster, not both.')
+  const file = argv.dir !== undefined ? join(resolve(String(argv.dir)), 'cluster.json') : lib.pgfollow.descriptorPath(argv.cluster)
+  if (!existsSync(file)) return null
+  return lib.pgfollow.loadDescriptor(file).patroni ?? null
+}
+
+/** Patroni moves the leadership; the local descriptor (if any) is rewritten with the new roles. */
+async function viaPatroni(endpoints) {
+  if (argv.rejoin) throw new lib.pgfollow.ConfigError('--rejoin is for the local cluster: Patroni rejoins the old leader by itself.')
+  const step = progress()
+  step(`asking Patroni (${endpoints[0]}${endpoints.length > 1 ? ', ...' : ''})`)
+  const result = await lib.cluster.patroniSwitchover(endpoints, argv.promote)
+  const dir = argv.dir !== undefined ? resolve(String(argv.dir)) : dirname(lib.pgfollow.descriptorPath(argv.cluster))
+  const local = existsSync(join(dir, lib.cluster.STATE_FILE))
+  if (local) await lib.cluster.recordPatroniRoles(dir)
+  if (argv.json) {
+    echo(JSON.stringify({ ...result, patroni: endpoints }, null, 2))
+    return 0
+  }
+  echo(
+    chalk.green(
+      `Patroni ${result.kind} done in ${result.seconds.toFixed(1)} s: ${chalk.bold(result.promoted)} is the leader` +
+        (result.previous ? ` (was ${result.previous}; Patroni rejoins it as a replica).` : '.'),
+    ),
+  )
+  if (local) echo(chalk.dim(`Descriptor rewritten: ${displayPath(join(dir, 'cluster.json'))}`))
   return 0
 }
 

@@ -90,6 +90,7 @@ export function findHaBinaries(pgBin = process.env.PG_BIN): HaBinaries {
 }
 
 /** Creates the HA cluster, or starts the stopped parts of an existing one. */
+// deno-lint-ignore require-await -- async so that a bad dir or state rejects instead of throwing
 export async function upHa(options: HaUpOptions = {}): Promise<UpResult> {
   const dir = resolve(options.dir ?? DEFAULT_CLUSTER_DIR)
   const progress = options.onProgress ?? (() => {})
@@ -139,12 +140,12 @@ async function createHa(dir: string, options: HaUpOptions, progress: (message: s
     for (const node of nodes) writePatroniConfig(dir, state, node, binaries, user, options.settings ?? {})
     const [first, ...others] = nodes
     progress(`bootstrapping ${first.name} with Patroni (initdb) on port ${first.port}`)
-    startPatroni(dir, state, first, binaries, user)
+    startPatroni(dir, first, binaries, user)
     await waitForMembers(dir, state, [first.name], 60_000)
     await createDatabase(state, first)
     for (const node of others) {
       progress(`starting ${node.name} with Patroni (pg_basebackup) on port ${node.port}`)
-      startPatroni(dir, state, node, binaries, user)
+      startPatroni(dir, node, binaries, user)
     }
     await waitForMembers(dir, state, nodes.map((node) => node.name), 90_000)
     await finishUp(dir, state, options, progress)
@@ -166,7 +167,7 @@ async function startHa(dir: string, state: ClusterState, options: HaUpOptions, p
   for (const node of state.nodes) {
     if (daemonPid(patroniPaths(dir, node.name).pidFile, 'patroni')) continue
     progress(`starting ${node.name} with Patroni on port ${node.port}`)
-    startPatroni(dir, state, node, binaries, user)
+    startPatroni(dir, node, binaries, user)
     started.push(node.name)
   }
   if (started.length === 0) return { dir, descriptor: descriptorOf(state), nodes: state.nodes, action: 'already-running', started }
@@ -180,7 +181,7 @@ async function startHa(dir: string, state: ClusterState, options: HaUpOptions, p
  * leader's last (so no replica takes over while the cluster goes down),
  * then any postmaster that outlived its Patroni, then etcd.
  */
-export async function downHa(dir: string, state: ClusterState): Promise<string[]> {
+export function downHa(dir: string, state: ClusterState): Promise<string[]> {
   return stopHa(dir, state, 'clean')
 }
 
@@ -212,6 +213,16 @@ export async function withPatroniRoles(state: ClusterState): Promise<ClusterStat
   if (!leader) return state
   const nodes = state.nodes.map((node): LocalNode => ({ ...node, role: node.name === leader.name ? 'leader' : 'replica' }))
   return { ...state, nodes }
+}
+
+/** Rewrites pgfollow.json and cluster.json with the roles Patroni reports (after a switchover or failover). */
+export async function recordPatroniRoles(dirOption?: string): Promise<ClusterState> {
+  const dir = resolve(dirOption ?? DEFAULT_CLUSTER_DIR)
+  const state = readState(dir)
+  if (!state?.ha) throw new ClusterError(`No HA cluster in ${dir}: \`cluster.mjs up --ha\` creates one.`)
+  const current = await withPatroniRoles(state)
+  writeState(dir, current)
+  return current
 }
 
 /** Patroni's REST endpoints of the cluster, node order. */
@@ -302,7 +313,7 @@ async function startEtcd(dir: string, state: ClusterState, binaries: HaBinaries,
   }
 }
 
-function startPatroni(dir: string, state: ClusterState, node: LocalNode, binaries: HaBinaries, user: ServerUser | null): void {
+function startPatroni(dir: string, node: LocalNode, binaries: HaBinaries, user: ServerUser | null): void {
   const paths = patroniPaths(dir, node.name)
   spawnDaemon(user, binaries.python, [binaries.patroni, paths.config], paths.logFile, paths.pidFile, nodePaths(dir, node.name).home)
 }
