@@ -24,6 +24,9 @@ export function readClusterArgs(config: pulumi.Config = new pulumi.Config(), sta
     allowedCidrs: list<string>(config, 'allowedCidrs'),
     hosts: config.getObject<Record<string, NodeHost>>('hosts'),
     namePrefix: config.get('namePrefix') || `pgfollow-${stack}`,
+    ha: config.get('ha') as PostgresClusterArgs['ha'],
+    etcdImage: config.get('etcdImage'),
+    patroniPort: config.getNumber('patroniPort'),
   }
   for (const key of SECRET_KEYS) {
     // `get` sees whether a value is there; the component wraps it as a secret.

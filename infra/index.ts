@@ -6,13 +6,17 @@
  */
 import { PostgresCluster } from './cluster.ts'
 import { readClusterArgs } from './config.ts'
+import { PatroniCluster } from './patroni.ts'
 
-const cluster = new PostgresCluster('pgfollow', readClusterArgs())
+const args = readClusterArgs()
+const cluster = args.ha === 'patroni' ? new PatroniCluster('pgfollow', args) : new PostgresCluster('pgfollow', args)
 
 /** postgres:// URL of the leader (secret). */
 export const leader = cluster.leaderUrl
 /** postgres:// URLs of the replicas, in order (secret). */
 export const replicas = cluster.replicaUrls
+/** Patroni REST endpoints (`ha: patroni` only): the tag follows Patroni's view through them. */
+export const patroni = cluster instanceof PatroniCluster ? cluster.patroniUrls : undefined
 /** pgAdmin, with every node registered (absent when pgadmin is off). */
 export const pgadminUrl = cluster.pgadminUrl
 /** pgAdmin login: this email and pgadminPassword (secret: pulumi stack output pgadminPassword --show-secrets). */

@@ -53,6 +53,12 @@ export interface PostgresClusterArgs {
   hosts?: Record<string, NodeHost>
   /** Prefix of Docker names (containers, volumes, network); must be unique per Docker engine. */
   namePrefix?: string
+  /** off: the leader and replicas as plain containers; patroni: Patroni + etcd manage them (infra/patroni.ts). */
+  ha?: HaMode
+  /** etcd image of the `ha: patroni` cluster. */
+  etcdImage?: string
+  /** `ha: patroni`: published port of the first node's Patroni REST API; the next nodes' follow, one apart. */
+  patroniPort?: number
   /** Superuser password; generated with @pulumi/random when unset. */
   postgresPassword?: pulumi.Input<string>
   /** Password of the replication role; generated when unset. */
@@ -76,7 +82,14 @@ export const DEFAULTS = {
   pgadminPort: 5050,
   allowedCidrs: [] as string[],
   hosts: {} as Record<string, NodeHost>,
+  ha: 'off' as HaMode,
+  etcdImage: 'quay.io/coreos/etcd:v3.5.17',
+  patroniPort: 8008,
 }
+
+/** High-availability modes: none, or Patroni with etcd. */
+export type HaMode = 'off' | 'patroni'
+export const HA_MODES: readonly HaMode[] = ['off', 'patroni']
 
 /** Config keys holding passwords: empty or unset means "generate one". */
 export const SECRET_KEYS = ['postgresPassword', 'replicatorPassword', 'pgadminPassword'] as const

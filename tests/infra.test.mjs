@@ -501,6 +501,79 @@ hosts('another Docker host without the addresses and networks it needs fails cle
 hosts.run()
 
 // ---
+const ha = suite('ha: patroni')
+
+ha('etcd, one Patroni node per member from an image built on the postgres image, and pgAdmin', async () => {
+  const name = fresh('ha')
+  const built = await build(name, { ha: 'patroni' }, infra.PatroniCluster)
+  assert.equal(containerNames(built).sort(), [`${name}-etcd`, `${name}-leader`, `${name}-pgadmin`, `${name}-replica1`, `${name}-replica2`])
+  const [image] = built.ofType('image:Image')
+  assert.is(image.inputs.build.args.BASE_IMAGE, 'postgres:18')
+  assert.match(image.inputs.build.dockerfile, /infra\/container\/patroni\.Dockerfile$/)
+  assert.ok(readFileSync(image.inputs.build.dockerfile, 'utf8').includes('ARG BASE_IMAGE'), 'the Dockerfile takes the configured image')
+  for (const node of ['leader', 'replica1', 'replica2']) assert.is(built.named(node).inputs.image, image.inputs.imageName)
+  assert.ok(built.dependsOn('replica1').some((urn) => urn.endsWith(`::${name}-leader`)), 'replicas start after the node that bootstraps')
+  assert.ok(built.dependsOn('leader').some((urn) => urn.endsWith(`::${name}-etcd`)), 'nodes start after etcd')
+  const published = built.named('replica2').inputs.ports.map((port) => port.external).sort()
+  assert.equal(published, [5490, 8010])
+})
+
+ha('every node gets the patroni.yml of the shared function the local up --ha runs, passwords only as secrets', async () => {
+  const name = fresh('hacfg')
+  const built = await build(name, { ha: 'patroni', synchronous: 'any' }, infra.PatroniCluster)
+  const plan = built.cluster.plan
+  for (const node of plan.nodes) {
+    const record = built.named(node.name)
+    const upload = uploadsOf(record)['/etc/patroni/patroni.yml']
+    assert.is(upload.permissions, '0600')
+    assert.not.ok(plainPart(record.inputs.uploads).includes('generated'), 'no password in plain text')
+    const config = JSON.parse(upload.content)
+    const expected = infra.patroniConfig(
+      infra.patroniNodeOptions(plan, node, {
+        etcdHost: `${plan.namePrefix}-etcd`,
+        superuserPassword: generatedPassword(`${name}-postgres-password`),
+        replicatorPassword: generatedPassword(`${name}-replicator-password`),
+      }),
+    )
+    assert.equal(config, expected)
+    // What the local HA mode bootstraps, for the same server version: the same DCS settings.
+    const local = infra.patroniConfig({ ...infra.patroniNodeOptions(plan, node, { etcdHost: 'x', superuserPassword: 'a', replicatorPassword: 'b' }) })
+    assert.equal(config.bootstrap.dcs, local.bootstrap.dcs)
+    assert.is(config.bootstrap.dcs.synchronous_mode, true)
+    assert.is(config.bootstrap.dcs.postgresql.use_pg_rewind, true)
+    assert.is(config.tags.pgfollow_address, `127.0.0.1:${node.port}`, 'clients reach it at its published port')
+    assert.ok(config.postgresql.pg_hba.some((line) => /samenet/.test(line)))
+  }
+})
+
+ha('the descriptor adds the Patroni endpoints, and stays secret', async () => {
+  const name = fresh('hadesc')
+  const built = await build(name, { ha: 'patroni', pgadmin: false }, infra.PatroniCluster)
+  const descriptor = await valueOf(built.cluster.descriptor)
+  assert.equal(descriptor.patroni, ['http://127.0.0.1:8008', 'http://127.0.0.1:8009', 'http://127.0.0.1:8010'])
+  assert.match(descriptor.leader, /^postgres:\/\/postgres:[^@]+@127\.0\.0\.1:5432\/postgres$/)
+  assert.ok(await pulumi.isSecret(built.cluster.descriptor))
+})
+
+for (
+  const [args, error] of [
+    [{ ha: 'keepalived' }, /ha is "keepalived"/],
+    [{
+      hosts: { leader: { address: '10.0.0.1' }, replica1: { docker: 'ssh://b', address: '10.0.0.2' } },
+      allowedCidrs: ['10.0.0.0/24'],
+      bindAddress: '0.0.0.0',
+    }, /one Docker engine/],
+    [{ patroniPort: 5480 }, /patroniPort: port 5480/],
+  ]
+) {
+  ha(`rejects ${JSON.stringify(args)}`, () => {
+    assert.throws(() => new infra.PatroniCluster(fresh('habad'), { ha: 'patroni', ...args }), error)
+  })
+}
+
+ha.run()
+
+// ---
 const config = suite('config')
 
 const requireFromPulumi = createRequire(createRequire(import.meta.url).resolve('@pulumi/pulumi/package.json'))

@@ -12,7 +12,7 @@ const ext = typeof Deno !== 'undefined' ? '.ts' : '.js'
 const load = (name) => import(`${lib}${name}${ext}`)
 const { validateDescriptor } = await load('tag/descriptor')
 const { ConfigError } = await load('tag/errors')
-const { endpointKey, memberUrl, nodeKey, PatroniFollower, readExclusion } = await load('tag/patroni')
+const { endpointKey, memberKey, memberUrl, nodeKey, PatroniFollower, readExclusion } = await load('tag/patroni')
 const { patroniConfig, HA_TIMING } = await load('cluster/ha/config')
 
 const leaderUrl = 'postgres://postgres:s%3Acret@127.0.0.1:5432/pgfollow'
@@ -71,6 +71,13 @@ members('a member the descriptor lacks gets the leader URL with its own host and
   assert.is(endpointKey('localhost', 5432), nodeKey(leaderUrl))
 })
 
+members('a member tagged pgfollow_address (a container behind a published port) is reached there', () => {
+  const member = { name: 'leader', host: 'pg-leader', port: 5432, tags: { pgfollow_address: '127.0.0.1:5480' } }
+  assert.is(memberUrl(leaderUrl, member), 'postgres://postgres:s%3Acret@127.0.0.1:5480/pgfollow')
+  assert.is(memberKey(member), '127.0.0.1:5480')
+  assert.is(memberKey({ ...member, tags: {} }), 'pg-leader:5432')
+})
+
 members.run()
 
 // ---
@@ -89,7 +96,7 @@ const base = {
   superuser: 'postgres',
   superuserPassword: 'a',
   replicatorPassword: 'b',
-  network: '127.0.0.1/32',
+  networks: ['127.0.0.1/32'],
   synchronous: 'off',
   major: 15,
 }

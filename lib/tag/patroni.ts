@@ -70,11 +70,29 @@ export function nodeKey(url: string): string {
   return endpointKey(parsed.hostname, parsed.port || '5432')
 }
 
+/**
+ * Where clients reach a member: its `pgfollow_address` tag when it has one
+ * (a container's published port, set by the Pulumi program), else the
+ * host and port Patroni lists.
+ */
+export function memberAddress(member: PatroniMember): { host: string; port: number } {
+  const tag = member.tags?.pgfollow_address
+  const match = typeof tag === 'string' ? /^\[?([^\]]+?)\]?:(\d+)$/.exec(tag) : null
+  return match ? { host: match[1], port: Number(match[2]) } : { host: member.host, port: Number(member.port) }
+}
+
+/** host:port of a member, as clients reach it. */
+export function memberKey(member: PatroniMember): string {
+  const { host, port } = memberAddress(member)
+  return endpointKey(host, port)
+}
+
 /** The URL of a member the descriptor does not list: the leader URL's credentials and database, the member's host and port. */
 export function memberUrl(leaderUrl: string, member: PatroniMember): string {
+  const { host, port } = memberAddress(member)
   const url = new URL(leaderUrl)
-  url.hostname = member.host.includes(':') ? `[${member.host}]` : member.host
-  url.port = String(member.port)
+  url.hostname = host.includes(':') ? `[${host}]` : host
+  url.port = String(port)
   return url.toString()
 }
 
@@ -142,20 +160,20 @@ export class PatroniFollower {
     if (!view) return false
     const byKey = new Map(cluster.nodes.map((node) => [nodeKey(node.url), node]))
     for (const member of view.members) {
-      const key = endpointKey(member.host, member.port)
+      const key = memberKey(member)
       if (!byKey.has(key)) byKey.set(key, cluster.addNode(memberUrl(cluster.options.leader, member), member.name))
     }
     const leaderMember = view.members.find((member) => member.role === 'leader' && member.state === 'running')
-    const members = new Map(view.members.map((member) => [endpointKey(member.host, member.port), member]))
+    const members = new Map(view.members.map((member) => [memberKey(member), member]))
     for (const [key, node] of byKey) {
-      if (leaderMember && key === endpointKey(leaderMember.host, leaderMember.port)) {
+      if (leaderMember && key === memberKey(leaderMember)) {
         this.#hold(node, null)
         continue
       }
       this.#hold(node, readExclusion(members.get(key), leaderMember))
     }
     if (leaderMember) {
-      const node = byKey.get(endpointKey(leaderMember.host, leaderMember.port))!
+      const node = byKey.get(memberKey(leaderMember))!
       if (this.#namedLeader !== leaderMember.name) {
         this.#namedLeader = leaderMember.name
         this.leaderNamedAt = Date.now()

@@ -9,6 +9,9 @@ import { hbaLines, REPLICATOR_ROLE, serverSettings, type SynchronousMode } from 
 /** Failover timing: Patroni's defaults (ttl 30, loop_wait 10) take half a minute; these fail over in ~5 s. */
 export const HA_TIMING = { ttl: 5, loopWait: 1, retryTimeout: 2 } as const
 
+/** The member tag that says where clients reach a node (lib/tag/patroni.ts reads it). */
+export const CLIENT_ADDRESS_TAG = 'pgfollow_address'
+
 /** The Patroni cluster name (its DCS scope). */
 export const HA_SCOPE = 'pgfollow'
 
@@ -31,8 +34,12 @@ export interface PatroniNodeOptions {
   superuser: string
   superuserPassword: string
   replicatorPassword: string
-  /** Network (CIDR) clients and replicas connect from, for pg_hba. */
-  network: string
+  /**
+   * Networks clients, replicas and Patroni itself connect from, for pg_hba
+   * (CIDRs or keywords such as samenet). Patroni connects to its own node
+   * over TCP on the loopback when it listens on every address.
+   */
+  networks: string[]
   /** Any mode but off turns on Patroni's synchronous_mode (one synchronous standby). */
   synchronous: SynchronousMode
   /** Major version of the server, for settings that only newer ones know. */
@@ -40,6 +47,12 @@ export interface PatroniNodeOptions {
   /** Extra server settings for every node (e.g. fsync off in tests). */
   settings?: Record<string, string>
   timing?: { ttl: number; loopWait: number; retryTimeout: number }
+  /**
+   * host:port clients reach this node at, when it differs from pgConnect
+   * (a container's published port): Patroni lists it as the member tag
+   * `pgfollow_address`, which the sql tag matches nodes by.
+   */
+  clientAddress?: string
 }
 
 /**
@@ -97,9 +110,15 @@ export function patroniConfig(options: PatroniNodeOptions): Record<string, unkno
       },
       // TCP only: no unix socket, so pg_hba needs no `local` line (as the embedded cluster).
       parameters: { unix_socket_directories: '', password_encryption: 'scram-sha-256' },
-      pg_hba: hbaLines(options.network).split('\n').filter((line) => line.trim() && !line.startsWith('#')),
+      pg_hba: options.networks.flatMap((network) => hbaLines(network).split('\n').filter((line) => line.trim() && !line.startsWith('#'))),
     },
-    tags: { nofailover: false, noloadbalance: false, clonefrom: false, nosync: false },
+    tags: {
+      nofailover: false,
+      noloadbalance: false,
+      clonefrom: false,
+      nosync: false,
+      ...(options.clientAddress ? { [CLIENT_ADDRESS_TAG]: options.clientAddress } : {}),
+    },
   }
 }
 

@@ -264,7 +264,7 @@ function writePatroniConfig(
     superuser: state.superuser,
     superuserPassword: state.password,
     replicatorPassword: state.replicatorPassword,
-    network: `${HOST}/32`,
+    networks: [`${HOST}/32`],
     synchronous: state.synchronous,
     major: binaries.major,
     settings,
