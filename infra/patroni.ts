@@ -3,7 +3,7 @@
  * each running Patroni in an image built from the configured postgres
  * image (infra/container/patroni.Dockerfile), with one etcd container as
  * Patroni's store, and pgAdmin as before. Each node's patroni.yml comes from
- * lib/cluster/ha/config.ts, the function the local `up --ha` runs for real;
+ * lib/topology.ts (patroniConfig), the function the local `up --ha` runs for real;
  * only the addresses differ (the cluster network inside, published ports
  * for clients, which Patroni reports as the member tag pgfollow_address).
  */
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import * as docker from '@pulumi/docker'
 import * as pulumi from '@pulumi/pulumi'
 import * as random from '@pulumi/random'
-import { patroniYaml } from '../lib/cluster/ha/config.ts'
+import { patroniYaml } from '../lib/topology.ts'
 import { postgresUrl } from './files.ts'
 import { pgadminContainer } from './pgadmin.ts'
 import {

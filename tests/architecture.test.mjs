@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert'
 const root = fileURLToPath(new URL('..', import.meta.url))
 
 /** Modules of the tag that carry no connection state: the cluster may share them. */
-const TAG_LEAVES = ['lib/tag/errors.ts', 'lib/tag/descriptor.ts', 'lib/tag/lsn.ts', 'lib/tag/queries.ts']
+const TAG_LEAVES = ['lib/tag/errors.ts', 'lib/tag/descriptor.ts', 'lib/tag/lsn.ts', 'lib/tag/queries.ts', 'lib/tag/patroni-view.ts']
 
 /** Which layers each layer may import (its own layer always). Packages and node: builtins are listed apart. */
 const RULES = {

@@ -1,3 +1,6 @@
+// @needs /usr/bin/patroni apt-get install patroni
+// @needs etcd apt-get install etcd-server
+// @needs /usr/lib/postgresql/15/bin/pg_rewind apt-get install postgresql-15
 // The leader of a Patroni-managed cluster (`cluster.mjs up --ha`) goes down
 // under 2 writers and 100 readers through the sql tag, which follows
 // Patroni's view: reads see no error, writes fail fast with
@@ -5,7 +8,8 @@
 // write is lost with synchronous_mode, the old leader rejoins by itself and
 // serves reads again; then a planned switchover. One cluster for the file.
 // Needs Debian's patroni, etcd-server and postgresql-15 (`.ci/run` installs
-// them); without them it prints one `skipped:` line and registers no failure.
+// them); without them it prints one `SKIPPED` line and registers no failure
+// (on CI, where they must be there, the runner fails it instead).
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { connect, LeaderUnavailableError } from 'pgfollow'
@@ -164,7 +168,10 @@ async function leaderDies(mode) {
 }
 
 if (missing) {
-  ha(`skipped: ${missing}`, () => console.log(`skipped: tests/ha.test.mjs (${missing})`))
+  ha('skipped without the Debian packages', () => {
+    assert.is(process.env.CI === 'true', false, `on CI the HA packages must be installed: ${missing}`)
+    console.log(`  SKIPPED tests/ha.test.mjs: ${missing}; then node tests/run.mjs ha.test`)
+  })
 } else {
   ha('asynchronous: the leader dies, reads go on, writes move to the leader Patroni promotes, the old one rejoins', async () => {
     await sql`create table if not exists ha_writes (id bigint primary key, at timestamptz not null default now())`

@@ -13,7 +13,7 @@ const load = (name) => import(`${lib}${name}${ext}`)
 const { validateDescriptor } = await load('tag/descriptor')
 const { ConfigError } = await load('tag/errors')
 const { endpointKey, memberKey, memberUrl, nodeKey, PatroniFollower, readExclusion } = await load('tag/patroni')
-const { patroniConfig, HA_TIMING } = await load('cluster/ha/config')
+const { patroniConfig, HA_TIMING } = await load('topology')
 
 const leaderUrl = 'postgres://postgres:s%3Acret@127.0.0.1:5432/pgfollow'
 

@@ -2,7 +2,7 @@
 # cluster (infra/patroni.ts). Patroni starts and stops PostgreSQL itself,
 # so it is the container's process; its configuration is uploaded to
 # /etc/patroni/patroni.yml by Pulumi (the same function the local HA mode
-# writes it with, lib/cluster/ha/config.ts). Patroni talks to etcd's v3 API
+# writes it with, lib/topology.ts (patroniConfig)). Patroni talks to etcd's v3 API
 # through its gRPC gateway, so no etcd client library is needed.
 ARG BASE_IMAGE=postgres:18
 FROM ${BASE_IMAGE}

@@ -4,7 +4,7 @@
  * HA cluster instead of doing the steps itself.
  */
 import { ClusterError } from '../../tag/errors.ts'
-import { type PatroniMember, readPatroniCluster } from '../../tag/patroni.ts'
+import { type PatroniMember, readPatroniCluster } from '../../tag/patroni-view.ts'
 
 export type { PatroniMember }
 

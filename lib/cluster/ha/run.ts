@@ -17,8 +17,8 @@ import process from 'node:process'
 import postgres from 'postgres'
 import { DEFAULT_CLUSTER_DIR } from '../../tag/descriptor.ts'
 import { ClusterError, ConfigError } from '../../tag/errors.ts'
-import { readPatroniCluster } from '../../tag/patroni.ts'
-import { DATABASE, generatePassword, parseSynchronousMode } from '../../topology.ts'
+import { readPatroniCluster } from '../../tag/patroni-view.ts'
+import { DATABASE, generatePassword, parseSynchronousMode, patroniYaml } from '../../topology.ts'
 import {
   type ClusterState,
   descriptorOf,
@@ -40,7 +40,6 @@ import { assertPortsFree } from '../ports.ts'
 import { isAlive, logTail, stopServer } from '../process.ts'
 import { placeNodes } from '../reachable.ts'
 import { assertReachable, asUser, giveTo, type ServerUser, serverUser } from '../user.ts'
-import { patroniYaml } from './config.ts'
 
 export const DEFAULT_REST_PORTS = [8008, 8009, 8010]
 export const DEFAULT_ETCD_PORTS = [2379, 2380]
