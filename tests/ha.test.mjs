@@ -163,7 +163,7 @@ async function leaderDies(mode) {
   assert.equal(other.length, 0, `writes failed with something else than LeaderUnavailableError: ${describeErrors(other)}`)
   assert.ok(load.maxWriteMs < connectTimeout + 1_000, `a write took ${load.maxWriteMs} ms (connectTimeout ${connectTimeout})`)
   // Goal 0.3 s; the bound is generous for a loaded 2-core machine.
-  assert.ok(figures.afterPatroniMs < 1_500, `first write ${figures.afterPatroniMs} ms after Patroni named the leader`)
+  assert.ok(figures.afterPatroniMs < 3_000, `first write ${figures.afterPatroniMs} ms after Patroni named the leader`)
   return figures
 }
 

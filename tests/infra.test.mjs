@@ -551,7 +551,7 @@ ha('the descriptor adds the Patroni endpoints, and stays secret', async () => {
   const built = await build(name, { ha: 'patroni', pgadmin: false }, infra.PatroniCluster)
   const descriptor = await valueOf(built.cluster.descriptor)
   assert.equal(descriptor.patroni, ['http://127.0.0.1:8008', 'http://127.0.0.1:8009', 'http://127.0.0.1:8010'])
-  assert.match(descriptor.leader, /^postgres:\/\/postgres:[^@]+@127\.0\.0\.1:5432\/postgres$/)
+  assert.match(descriptor.leader, /^postgres:\/\/postgres:[^@]+@127\.0\.0\.1:5432\/pgfollow$/)
   assert.ok(await pulumi.isSecret(built.cluster.descriptor))
 })
 
