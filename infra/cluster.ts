@@ -8,26 +8,13 @@ import * as docker from '@pulumi/docker'
 import * as pulumi from '@pulumi/pulumi'
 import * as random from '@pulumi/random'
 import { type ClusterDescriptor, REPLICATOR_ROLE, serverSettings, toServerFlags } from '../lib/topology.ts'
-import {
-  containerScript,
-  hbaFile,
-  NODE_PATHS,
-  PGADMIN_GID,
-  PGADMIN_PATHS,
-  PGADMIN_UID,
-  type PgadminServer,
-  pgadminUploadPath,
-  pgpassFile,
-  postgresUrl,
-  replicationSql,
-  serversJson,
-} from './files.ts'
+import { containerScript, hbaFile, NODE_PATHS, type PgadminServer, postgresUrl, replicationSql } from './files.ts'
+import { pgadminContainer } from './pgadmin.ts'
 import {
   type ClusterPlan,
   CONTAINER_PORT,
   DATABASE,
   type NodePlan,
-  PGADMIN_CONTAINER_PORT,
   planCluster,
   type PostgresClusterArgs,
   SUPERUSER,
@@ -227,7 +214,6 @@ export class PostgresCluster extends pulumi.ComponentResource {
 
     const nodeContainers = [this.leaderContainer, ...this.replicaContainers]
     if (plan.pgadmin) {
-      const pgadmin = plan.pgadmin
       const pgadminPassword = secret(args.pgadminPassword, 'pgadmin-password')
       this.pgadminPassword = pgadminPassword
       const servers: PgadminServer[] = plan.nodes.map((node) => {
@@ -241,51 +227,15 @@ export class PostgresCluster extends pulumi.ComponentResource {
             : `pgfollow hot standby, streams from the leader through slot ${node.slot}`,
         }
       })
-      // Root-owned 0600 uploads: the wrapper entrypoint gives pgAdmin its own
-      // copies, so nothing depends on the provider applying an owner.
-      const upload = (readAt: string, content: pulumi.Input<string>) => ({ file: pgadminUploadPath(readAt), content, permissions: '0600' })
-      this.pgadminContainer = new docker.Container(
-        `${name}-pgadmin`,
-        {
-          name: pgadmin.containerName,
-          image: new docker.RemoteImage(`${name}-pgadmin-image`, { name: pgadmin.image, keepLocally: true }, {
-            parent: this,
-            provider: siteOf(leader).provider,
-          }).imageId,
-          // Root for the wrapper only: it runs the image's entrypoint as pgAdmin's user.
-          user: 'root',
-          entrypoints: [PGADMIN_PATHS.entrypoint],
-          command: [PGADMIN_PATHS.imageEntrypoint],
-          envs: [
-            `PGADMIN_DEFAULT_EMAIL=${pgadmin.email}`,
-            `PGADMIN_DEFAULT_PASSWORD_FILE=${PGADMIN_PATHS.password}`,
-            `PGADMIN_SERVER_JSON_FILE=${PGADMIN_PATHS.serversJson}`,
-            // Reload servers.json at every start: the list stays what Pulumi says.
-            'PGADMIN_REPLACE_SERVERS_ON_STARTUP=True',
-            `PGPASS_FILE=${PGADMIN_PATHS.pgpass}`,
-            'PGADMIN_DISABLE_POSTFIX=True',
-            `PGFOLLOW_SECRETS_IN=${PGADMIN_PATHS.uploads}`,
-            `PGFOLLOW_SECRETS_DIR=${PGADMIN_PATHS.dir}`,
-            `PGFOLLOW_PGADMIN_UID=${PGADMIN_UID}`,
-            `PGFOLLOW_PGADMIN_GID=${PGADMIN_GID}`,
-          ],
-          uploads: [
-            { file: PGADMIN_PATHS.entrypoint, content: containerScript('pgadmin-entrypoint.sh'), permissions: '0755' },
-            upload(PGADMIN_PATHS.serversJson, serversJson(servers, SUPERUSER, DATABASE)),
-            upload(PGADMIN_PATHS.pgpass, postgresPassword.apply((password) => pgpassFile(servers, SUPERUSER, password))),
-            upload(PGADMIN_PATHS.password, pgadminPassword),
-          ],
-          tmpfs: { [PGADMIN_PATHS.dir]: 'rw,nosuid,nodev,noexec,size=1m,mode=0700' },
-          networksAdvanced: [{ name: siteOf(leader).network.name }],
-          ports: [{ internal: PGADMIN_CONTAINER_PORT, external: pgadmin.port, ip: pgadmin.bindAddress }],
-          restart: 'unless-stopped',
-          labels: [
-            { label: 'pgfollow.cluster', value: plan.namePrefix },
-            { label: 'pgfollow.node', value: 'pgadmin' },
-          ],
-        },
-        { parent: this, provider: siteOf(leader).provider, deleteBeforeReplace: true, dependsOn: nodeContainers },
-      )
+      this.pgadminContainer = pgadminContainer(this, name, {
+        plan,
+        servers,
+        postgresPassword,
+        pgadminPassword,
+        networkName: siteOf(leader).network.name,
+        provider: siteOf(leader).provider,
+        dependsOn: nodeContainers,
+      })
     }
 
     const urlOf = (node: NodePlan, password: string) =>

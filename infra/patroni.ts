@@ -182,7 +182,7 @@ export class PatroniCluster extends pulumi.ComponentResource {
         })),
         postgresPassword,
         pgadminPassword: this.pgadminPassword,
-        network,
+        networkName: network.name,
         dependsOn: nodeContainers,
       })
     }

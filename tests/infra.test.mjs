@@ -129,8 +129,10 @@ replicas('replicas wait for a healthy leader, and pgAdmin for every node', async
 
 replicas('containers with fixed names are deleted before they are replaced', () => {
   // Not visible in mock inputs; the component passes it on every container.
-  const source = readFileSync(new URL('../infra/cluster.ts', import.meta.url), 'utf8')
-  assert.is(source.match(/deleteBeforeReplace: true/g)?.length, 2, 'node containers and pgAdmin')
+  const count = (file) => readFileSync(new URL(`../infra/${file}`, import.meta.url), 'utf8').match(/deleteBeforeReplace: true/g)?.length
+  assert.is(count('cluster.ts'), 1, 'node containers')
+  assert.is(count('pgadmin.ts'), 1, 'pgAdmin')
+  assert.is(count('patroni.ts'), 2, 'etcd and the Patroni nodes')
 })
 
 replicas.run()
