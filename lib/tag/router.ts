@@ -620,7 +620,7 @@ export class Router extends EventEmitter {
     const taken = new Set(this.nodes.map((node) => node.name))
     let unique = name && !taken.has(name) ? name : ''
     for (let i = this.nodes.length; !unique; i++) if (!taken.has(`replica${i}`)) unique = `replica${i}`
-    const node = new ClusterNode(unique, url, 1, this.options)
+    const node = new ClusterNode(unique, url, 1, this.options, this.poolOptions)
     this.nodes.push(node)
     this.emit('add', { name: node.name, url: node.safeUrl })
     return node
