@@ -3,6 +3,7 @@
 // a local pgfollow cluster: on raw postgres.js, through the tag, and through
 // a session, then lists every test that passes raw but not routed.
 //   node tests/postgres-suite/run.mjs --postgres-repo DIR [--ref v3.4.9] [--modes raw,tag,session] [--json FILE]
+//     [--only REGEXP]   run only the tests whose name matches (the rest are skipped)
 // DIR is a clone of github.com/porsager/postgres (or its .git dir). Nothing
 // of postgres.js is kept in this repository: its tests are read from DIR at
 // run time; runner.js, bootstrap.js and adapter.js stand in for the files
@@ -24,6 +25,7 @@ const { values: args } = parseArgs({
     modes: { type: 'string', default: 'raw,tag,session' },
     json: { type: 'string' },
     timeout: { type: 'string', default: '900' },
+    only: { type: 'string' },
   },
 })
 if (!args['postgres-repo']) {
@@ -82,6 +84,10 @@ function extractSuite(repo, ref, into) {
   for (const [from, to] of [['./bootstrap.js', 'bootstrap.js'], ['./test.js', 'runner.js'], ['../src/index.js', 'adapter.js']]) {
     if (!index.includes(`'${from}'`)) throw new Error(`tests/index.js at ${ref} does not import '${from}': this harness fits postgres.js 3.4.x.`)
     index = index.replace(`'${from}'`, `'${new URL(to, here).href}'`)
+  }
+  if (args.only) {
+    const only = new RegExp(args.only)
+    index = index.replace(/^t\('([^']*)'/gm, (all, name) => (only.test(name) ? `ot('${name}'` : all))
   }
   writeFileSync(join(into, 'index.js'), index)
 }
