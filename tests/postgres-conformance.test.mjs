@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import postgres from 'postgres'
-import { connect } from 'pgfollow'
+import { connect, LeaderUnavailableError } from 'pgfollow'
 import { startCluster } from './helpers/cluster.mjs'
 
 // A COPY whose connection dies emits the error on a stream before the caller
@@ -268,19 +268,34 @@ doors('errors: SQLSTATE, class, position', async () => {
 doors('a connection error keeps its code: ECONNREFUSED, 28P01', async () => {
   const dead = `postgres://postgres:x@127.0.0.1:1/postgres`
   const wrongPassword = cluster.descriptor.leader.replace(/:[^:@/]*@/, ':wrong@')
-  const codeOf = (sql) => sql`select 1`.then(() => 'connected', (error) => error.code ?? error.cause?.code)
+  const codeOf = (query) => query.then(() => 'connected', (error) => error.code)
   const refusedRaw = postgres(dead, { max: 1, connect_timeout: 2 })
   const refusedTag = connect({ leader: dead, replicas: [] })
   const deniedRaw = postgres(wrongPassword, { max: 1 })
   const deniedTag = connect({ leader: wrongPassword, replicas: [] })
   try {
-    assert.is(await codeOf(refusedRaw), 'ECONNREFUSED')
-    assert.is(await codeOf(refusedTag), 'ECONNREFUSED', "the tag keeps postgres.js's error.code")
-    assert.is(await codeOf(refusedTag.session()), 'ECONNREFUSED')
-    assert.is(await codeOf(deniedRaw), '28P01')
-    assert.is(await codeOf(deniedTag), '28P01', 'the tag keeps the SQLSTATE of a failed login')
+    const write = (sql) => sql`insert into conformance (name) values ('never')`
+    assert.is(await codeOf(write(refusedRaw)), 'ECONNREFUSED')
+    assert.is(await codeOf(write(refusedTag)), 'ECONNREFUSED', "the tag keeps postgres.js's error.code")
+    assert.is(await codeOf(write(refusedTag.session())), 'ECONNREFUSED')
+    assert.is(await codeOf(deniedRaw`select 1`), '28P01')
+    assert.is(await codeOf(deniedTag`select 1`), '28P01', 'the tag keeps the SQLSTATE of a failed login')
+    assert.is(await codeOf(write(deniedTag)), '28P01')
   } finally {
     await Promise.all([refusedRaw.end(), refusedTag.end(), deniedRaw.end(), deniedTag.end()])
+  }
+})
+
+doors('a read no node can serve is a LeaderUnavailableError (a listed difference)', async () => {
+  // postgres.js says ECONNREFUSED here; the router tried every node and says
+  // so. README lists this; the driver's code should become reachable too.
+  const refusedTag = connect({ leader: 'postgres://postgres:x@127.0.0.1:1/postgres', replicas: [] })
+  try {
+    const error = await refusedTag`select 1`.catch((e) => e)
+    assert.instance(error, LeaderUnavailableError)
+    assert.is(error.pgfollowCode, 'PGFOLLOW_LEADER_UNAVAILABLE')
+  } finally {
+    await refusedTag.end()
   }
 })
 
