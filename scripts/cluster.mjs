@@ -14,7 +14,7 @@ const USAGE = `Usage: npx zx scripts/cluster.mjs <command> [flags]
 
 Commands
   up        create the cluster (or start its stopped nodes) and migrate it
-  status    role, state and lag of every node; exits 1 unless all run and stream
+  status    role, state and lag of every node; exits 1 unless all run and stream from the leader
   down      fast shutdown of every node; the data is kept
   destroy   down, then remove the cluster directory
 
@@ -147,7 +147,9 @@ async function commandStatus(dir) {
     if (lagging.length > 0) {
       echo(
         chalk.yellow(
-          `Not streaming: ${lagging.map((node) => `${node.name} (${node.state})`).join(', ')}; see its postgres.log in ${displayDir(result.dir)}.`,
+          `Not streaming from the leader: ${
+            lagging.map((node) => `${node.name} (${node.detail ? `${node.state}: ${node.detail}` : node.state})`).join(', ')
+          }; see its postgres.log in ${displayDir(result.dir)}.`,
         ),
       )
     }

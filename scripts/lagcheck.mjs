@@ -3,8 +3,9 @@
 // monitoring check (run with `npx zx` or plain `node`):
 //   lagcheck.mjs [--cluster FILE] [--interval 1s] [--once | --count N] [--json]
 //                [--watch] [--max-lag-bytes N] [--max-lag-ms N]
-// lib/lag.ts does the asking (the leader's view plus every node of the
-// descriptor); this file parses flags, paints tables and picks the exit code.
+// lib/ops/lag.ts does the asking (the leader's view plus every node of the
+// descriptor, read by lib/ops/replication.ts as `cluster.mjs status` reads
+// it); this file parses flags, paints tables and picks the exit code.
 import { chalk, echo, parseArgv } from 'zx'
 import { loadLibrary, paint as paintWith, runMain } from './script-runner.mjs'
 
@@ -25,7 +26,9 @@ Flags
   --max-lag-ms N       exit 2 when a replica's replay lag is above N ms
 
 Exit codes (Nagios-style): 0 all good; 1 a node is down or unreachable, or a
-replica does not stream; 2 a replica is beyond --max-lag-*; 3 the check
+replica does not follow the leader (not-following: streams from nobody;
+wrong-upstream: streams from another node; diverged: has WAL the leader
+does not; other-cluster: another system identifier); 2 a replica is beyond --max-lag-*; 3 the check
 itself could not run (bad flag, no descriptor). 1 wins over 2. Without --once
 or --count it runs until Ctrl-C and exits with the last verdict.`
 
@@ -33,6 +36,8 @@ const STRING_FLAGS = ['cluster', 'interval', 'count', 'max-lag-bytes', 'max-lag-
 const BOOLEAN_FLAGS = ['once', 'json', 'watch', 'help', 'h']
 const EXIT_UNKNOWN = 3
 const SPARK_WIDTH = 30
+/** States of a replica that answers but must not serve reads (lib/tag/follow.ts). */
+const NOT_FOLLOWING = ['not-following', 'diverged', 'wrong-upstream', 'other-cluster']
 
 const { pgfollow, ops } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
@@ -163,7 +168,7 @@ function print(snapshot, verdict, history, { redraw, intervalMs }) {
 
 function note(replica) {
   if (replica.state === 'down') return chalk.red(replica.error ?? 'does not answer')
-  if (replica.state === 'leader') return chalk.red(replica.error)
+  if (replica.state === 'leader' || NOT_FOLLOWING.includes(replica.state)) return chalk.red(replica.error)
   const parts = []
   if (replica.syncState && replica.syncState !== 'async') parts.push(replica.syncState)
   if (replica.upstream) parts.push(`from ${replica.upstream}`)

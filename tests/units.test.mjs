@@ -1,6 +1,7 @@
 // @deno
 // Pure parts of the tag, table-driven: option normalisation, LSNs, session
-// tokens, error classes for routing, balancing and descriptor validation.
+// tokens, who follows the leader, error classes for routing, balancing and
+// descriptor validation.
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 
@@ -9,7 +10,9 @@ const ext = typeof Deno !== 'undefined' ? '.ts' : '.js'
 const load = (name) => import(`${lib}${name}${ext}`)
 const { normalizeOptions } = await load('tag/options')
 const { parseLsn, formatLsn, lsnDistance, maxLsn } = await load('tag/lsn')
-const { SessionPosition, parseToken } = await load('tag/session')
+const { SessionPosition, parseToken, shortClusterId } = await load('tag/session')
+const { judgeFollowing } = await load('tag/follow')
+const { hostAndPort } = await load('tag/node')
 const failures = await load('tag/failures')
 const { createPicker } = await load('tag/balance')
 const { validateDescriptor } = await load('tag/descriptor')
@@ -140,13 +143,87 @@ positions('a session position only moves forward and its token round-trips', asy
   assert.is(new SessionPosition(session.token).current, 200n)
 })
 
-for (const token of ['', 'abc', '1/2/3', '0/XYZ']) {
+positions('tokens: bound ones carry the cluster and timeline, plain LSNs of earlier versions still parse', () => {
+  assert.equal(parseToken('0/16B3748'), { lsn: 0x16b3748n, cluster: null, timeline: null })
+  assert.equal(parseToken('1/0@5f3a9c1e.2'), { lsn: 1n << 32n, cluster: '5f3a9c1e', timeline: 2 })
+  assert.is(shortClusterId('7714479797964563822'), ((7714479797964563822n >> 32n) ^ (7714479797964563822n & 0xffffffffn)).toString(16))
+  assert.is(shortClusterId('1'), '00000001', 'always eight digits')
+  const home = { leader: { systemId: '7714479797964563822', timeline: 3, inRecovery: false } }
+  const session = new SessionPosition(undefined, home)
+  session.raise(0x16b3748n)
+  assert.is(session.token, `0/16B3748@${shortClusterId('7714479797964563822')}.3`)
+  assert.is(new SessionPosition(session.token).current, 0x16b3748n)
+  assert.is(new SessionPosition().token, '0/0', 'no leader known: a plain LSN')
+})
+
+for (const token of ['', 'abc', '1/2/3', '0/XYZ', '0/1@', '0/1@xyz.1', '0/1@5f3a9c1e', '0/1@5f3a9c1e.x']) {
   positions(`rejects the token ${JSON.stringify(token)}`, () => {
     assert.throws(() => parseToken(token), (error) => error instanceof ConfigError)
   })
 }
 
 positions.run()
+
+// ---
+const follow = suite('who follows the leader (lib/tag/follow.ts)')
+
+const LEADER = { systemId: '77', timeline: 2, lsn: 1000n, senders: [{ name: 'replica1', state: 'streaming', slot: 'pgfollow_replica1' }] }
+const FOLLOWER = {
+  systemId: '77',
+  timeline: 2,
+  replayLsn: 900n,
+  receiveLsn: 1000n,
+  receiverRunning: true,
+  receiverStatus: 'streaming',
+  slot: 'pgfollow_replica1',
+  applicationName: 'replica1',
+  upstream: '127.0.0.1:5432',
+}
+const followCases = [
+  ['streams from the leader, behind it', {}, {}, null],
+  ['found by slot alone', { applicationName: null }, {}, null],
+  ['found by application_name alone', { slot: null }, {}, null],
+  ['without privileges: a running receiver, found by slot', { receiverStatus: null, applicationName: null, upstream: null }, {}, null],
+  ['a lower timeline while it streams from the leader: catching up across a promotion', { timeline: 1 }, {}, null],
+  ['no slot and no name to look up: the other checks decide', { slot: null, applicationName: null }, { senders: [] }, null],
+  ['another system identifier', { systemId: '12' }, {}, 'other-cluster'],
+  ['another cluster wins over everything else', { systemId: '12', receiverRunning: false, receiverStatus: null }, {}, 'other-cluster'],
+  ['a later timeline than the leader', { timeline: 3 }, {}, 'diverged'],
+  ['replayed past the leader', { replayLsn: 1001n, receiveLsn: 1001n }, {}, 'diverged'],
+  ['received past the leader', { receiveLsn: 2000n }, {}, 'diverged'],
+  [
+    'a fenced old leader: no WAL receiver at all',
+    { receiverRunning: false, receiverStatus: null, receiveLsn: null, timeline: 1 },
+    {},
+    'not-following',
+  ],
+  ['a receiver waiting for its upstream', { receiverStatus: 'waiting' }, {}, 'not-following'],
+  ['without privileges: no receiver', { receiverRunning: false, receiverStatus: null }, {}, 'not-following'],
+  [
+    'streams, but the leader has no sender for it',
+    {},
+    { senders: [{ name: 'replica2', state: 'streaming', slot: 'pgfollow_replica2' }] },
+    'wrong-upstream',
+  ],
+  ['streams, and the leader has no sender at all', {}, { senders: [] }, 'wrong-upstream'],
+  ['unknown identity on either side is not another cluster', { systemId: null }, {}, null],
+]
+for (const [name, replica, leader, problem] of followCases) {
+  follow(name, () => {
+    const verdict = judgeFollowing({ ...FOLLOWER, ...replica }, { ...LEADER, ...leader })
+    assert.is(verdict.problem, problem, verdict.detail)
+    assert.type(verdict.detail, 'string')
+  })
+}
+
+follow('nodes are named host:port until they say their cluster_name', () => {
+  assert.is(hostAndPort('postgres://u:p@127.0.0.1:5480/db'), '127.0.0.1:5480')
+  assert.is(hostAndPort('postgres://u:p@db.example/db'), 'db.example:5432')
+  assert.is(hostAndPort('postgres://u:p@[::1]:6000/db'), '[::1]:6000')
+  assert.is(hostAndPort('postgres://u@h1:1,h2:2/db'), 'h1:1')
+})
+
+follow.run()
 
 // ---
 const errors = suite('error classes for routing')

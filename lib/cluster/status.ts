@@ -1,11 +1,13 @@
-/** What each node of a local cluster is doing: role, replication state and lag. */
-import { NODE_POSITION } from '../tag/queries.ts'
+/**
+ * What each node of a local cluster is doing: role, replication state and
+ * lag, read by the same reader as `lagcheck` (lib/ops/replication.ts), so a
+ * node that does not follow the leader shows why here too.
+ */
 import { resolve } from 'node:path'
-import postgres from 'postgres'
 import { DEFAULT_CLUSTER_DIR } from '../tag/descriptor.ts'
 import { redactUrl } from '../tag/errors.ts'
-import { sqlText } from '../ops/sqlfiles.ts'
-import { type ClusterState, nodePid, nodeUrl, requireState } from './local.ts'
+import { ReplicationReader } from '../ops/replication.ts'
+import { nodePid, nodeUrl, requireState } from './local.ts'
 import { withPatroniRoles } from './ha/run.ts'
 
 export interface ServerStatus {
@@ -15,16 +17,22 @@ export interface ServerStatus {
   port: number
   url: string
   pid: number | null
-  /** leader, or the walsender state of a replica (streaming, catchup, ...), or stopped / down. */
+  /**
+   * leader; the walsender state of a replica that follows it (streaming,
+   * catchup, ...); why one does not (not-following, diverged,
+   * wrong-upstream, other-cluster); stopped (no leader to follow); or down.
+   */
   state: string
   lagBytes: number | null
   lagMs: number | null
+  /** What is wrong, in a sentence, when something is. */
+  detail: string | null
 }
 
 export interface ClusterStatus {
   dir: string
   nodes: ServerStatus[]
-  /** Every node runs and every replica streams. */
+  /** Every node runs and every replica streams from the leader. */
   healthy: boolean
 }
 
@@ -34,62 +42,43 @@ export async function status(dirOption?: string): Promise<ClusterStatus> {
   const stored = requireState(dir)
   // Patroni moves the leadership by itself: ask it who leads now.
   const state = stored.ha ? await withPatroniRoles(stored) : stored
-  const replication = await leaderView(dir, state)
-  const nodes = await Promise.all(state.nodes.map((node) => nodeStatus(dir, state, node, replication)))
-  const healthy = nodes.every((node) => node.state === 'leader' || node.state === 'streaming')
-  return { dir, nodes, healthy }
-}
-
-type ReplicationRow = Record<string, unknown>
-
-/** The leader's pg_stat_replication joined with its slots, keyed by application_name. */
-async function leaderView(dir: string, state: ClusterState): Promise<Map<string, ReplicationRow> | null> {
-  const leader = state.nodes.find((node) => node.role === 'leader')
-  if (!leader || !nodePid(dir, leader.name)) return null
-  const sql = postgres(nodeUrl(state, leader), { max: 1, onnotice: () => {}, connect_timeout: 3 })
+  const reader = new ReplicationReader(state.nodes.map((node) => nodeUrl(state, node)))
+  let reading
   try {
-    const rows = await sql.unsafe(sqlText('queries/replication-state.sql'))
-    return new Map(rows.filter((row) => row.application_name).map((row) => [row.application_name as string, row]))
-  } catch {
-    return null
+    reading = await reader.read()
   } finally {
-    await sql.end({ timeout: 2 })
+    await reader.end()
   }
-}
-
-async function nodeStatus(
-  dir: string,
-  state: ClusterState,
-  node: ClusterState['nodes'][number],
-  replication: Map<string, ReplicationRow> | null,
-): Promise<ServerStatus> {
-  const url = nodeUrl(state, node)
-  const base: ServerStatus = {
-    name: node.name,
-    role: node.role,
-    port: node.port,
-    url: redactUrl(url),
-    pid: nodePid(dir, node.name),
-    state: 'down',
-    lagBytes: null,
-    lagMs: null,
-  }
-  if (!base.pid) return base
-  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 3 })
-  try {
-    const [position] = await sql.unsafe(NODE_POSITION)
-    if (!position.in_recovery) return { ...base, role: 'leader', state: 'leader', lagBytes: 0, lagMs: 0 }
-    const row = replication?.get(node.name)
+  const nodes = state.nodes.map((node, index): ServerStatus => {
+    const answer = reading.nodes[index]
+    const base: ServerStatus = {
+      name: node.name,
+      role: node.role,
+      port: node.port,
+      url: redactUrl(answer.url),
+      pid: nodePid(dir, node.name),
+      state: 'down',
+      lagBytes: null,
+      lagMs: null,
+      detail: answer.error,
+    }
+    if (!base.pid || !answer.position) return base
+    if (answer === reading.leader) return { ...base, role: 'leader', state: 'leader', lagBytes: 0, lagMs: 0, detail: null }
+    if (!answer.position.in_recovery) return { ...base, role: 'leader', state: 'leader', detail: 'a second node accepts writes' }
+    const replica = reading.replicas.find((r) => r.node === answer)
+    const row = replica?.slot
+    if (replica?.follow?.problem) return { ...base, role: 'replica', state: replica.follow.problem, detail: replica.follow.detail }
+    const streams = reading.leader && row && row.active && row.state !== 'stopped'
     return {
       ...base,
       role: 'replica',
-      state: row ? String(row.state) : 'stopped',
-      lagBytes: row ? Number(row.replay_lag_bytes) : null,
-      lagMs: row ? Math.round(Number(row.replay_lag_ms)) : null,
+      state: streams ? String(row.state) : 'stopped',
+      lagBytes: streams ? Number(row.replay_lag_bytes) : null,
+      lagMs: streams ? Math.round(Number(row.replay_lag_ms)) : null,
+      detail: streams ? null : reading.leaderError,
     }
-  } catch {
-    return base
-  } finally {
-    await sql.end({ timeout: 2 })
-  }
+  })
+  const leaders = nodes.filter((node) => node.state === 'leader').length
+  const healthy = leaders === 1 && nodes.every((node) => node.state === 'leader' || node.state === 'streaming')
+  return { dir, nodes, healthy }
 }

@@ -9,6 +9,7 @@ import { relative, resolve } from 'node:path'
 import process from 'node:process'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../tag/errors.ts'
+import { FOLLOW_PROBLEMS, type FollowProblem } from '../tag/follow.ts'
 
 /**
  * The arguments after the script's own path: `node script.mjs --once` and
@@ -148,7 +149,7 @@ export type StateTone = 'good' | 'bad' | 'warn'
 /** The tone of a node state, for the scripts' colours: one judgement for status, lagcheck and failover. */
 export function stateTone(state: string): StateTone {
   if (state === 'leader' || state === 'streaming') return 'good'
-  if (state === 'down' || state === 'stopped') return 'bad'
+  if (state === 'down' || state === 'stopped' || FOLLOW_PROBLEMS.includes(state as FollowProblem)) return 'bad'
   return 'warn'
 }
 

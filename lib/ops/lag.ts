@@ -1,26 +1,26 @@
 /**
  * Replication lag as an operator sees it (scripts/lagcheck.mjs): the
- * leader's own view of each replica (sql/queries/replication-state.sql: per
- * slot, sent/flushed/replayed bytes behind, replay lag in ms that is 0 when
- * caught up, WAL retained by the slot) joined with what each replica in the
- * descriptor says about itself, so a replica that is not connected to the
- * leader still shows up: `stopped` when it runs but does not stream, `down`
- * when it does not answer.
- *
- * Replicas are joined to the leader's rows by their slot (`primary_slot_name`,
- * asked of the replica), else by application_name = cluster_name. Names come
- * from `cluster_name` (the local cluster sets it to the node name), else the
- * application_name, else the descriptor position (leader, replica1, ...).
+ * leader's own view of each replica (per slot: sent/flushed/replayed bytes
+ * behind, replay lag in ms that is 0 when caught up, WAL retained by the
+ * slot) joined with what each replica in the descriptor says about itself,
+ * so a replica that is not connected to the leader still shows up: `down`
+ * when it does not answer, and a replica that answers but does not follow
+ * the leader shows why (not-following, diverged, wrong-upstream,
+ * other-cluster). The asking and joining is lib/ops/replication.ts, shared
+ * with `cluster.mjs status`.
  */
-import { NODE_POSITION } from '../tag/queries.ts'
-import postgres from 'postgres'
+import { FOLLOW_PROBLEMS, type FollowProblem } from '../tag/follow.ts'
 import type { ClusterDescriptor } from '../tag/descriptor.ts'
-import { redactMessage, redactUrl } from '../tag/errors.ts'
-import { withTimeout } from '../tag/health.ts'
-import { sqlText } from './sqlfiles.ts'
+import { redactUrl } from '../tag/errors.ts'
+import { type ReplicaReading, ReplicationReader } from './replication.ts'
 
-/** A replica's state: the walsender's (streaming, catchup, startup, backup, stopping), or ours. */
-export type ReplicaState = 'streaming' | 'catchup' | 'startup' | 'backup' | 'stopping' | 'stopped' | 'down' | 'leader'
+/**
+ * A replica's state: the walsender's (streaming, catchup, startup, backup,
+ * stopping) while it follows the leader; why it does not (a FollowProblem);
+ * `stopped` when it answers but no leader does; `down`; or `leader` for a
+ * second node that accepts writes.
+ */
+export type ReplicaState = 'streaming' | 'catchup' | 'startup' | 'backup' | 'stopping' | 'stopped' | 'down' | 'leader' | FollowProblem
 
 export interface LeaderLag {
   name: string
@@ -55,6 +55,7 @@ export interface ReplicaLag {
   retainedBytes: number | null
   /** host:port the replica's WAL receiver streams from, when it says. */
   upstream: string | null
+  /** Why it does not follow the leader (or what is wrong), null when all is well. */
   error: string | null
 }
 
@@ -72,161 +73,86 @@ export interface LagLimits {
   maxLagMs?: number
 }
 
-/** The verdict of a monitoring check, Nagios-style: 0 fine, 1 a node is down, 2 lag beyond a limit. */
+/** The verdict of a monitoring check, Nagios-style: 0 fine, 1 a node is down or does not follow, 2 lag beyond a limit. */
 export interface LagVerdict {
   exitCode: 0 | 1 | 2
   problems: string[]
 }
 
-interface NodeAnswer {
-  index: number
-  url: string
-  position: Record<string, any> | null
-  identity: Record<string, any> | null
-  error: string | null
-}
-
-type SlotRow = Record<string, any>
-
 const num = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value))
 
-/**
- * Keeps one connection per node open between looks, so `--interval` does
- * not reconnect every second. A node that stops answering is retried at
- * each look (postgres.js reconnects by itself).
- */
+/** Keeps one connection per node open between looks (see ReplicationReader). */
 export class LagProbe {
   readonly descriptor: ClusterDescriptor
-  readonly #timeoutMs: number
-  readonly #clients: postgres.Sql[]
-  /** What each node said about itself last time: names and slots of replicas that are down now. */
-  readonly #known = new Map<string, Record<string, any>>()
+  readonly #reader: ReplicationReader
 
   constructor(descriptor: ClusterDescriptor, options: { timeoutMs?: number } = {}) {
     this.descriptor = descriptor
-    this.#timeoutMs = options.timeoutMs ?? 3_000
-    const seconds = Math.max(1, Math.ceil(this.#timeoutMs / 1000))
-    this.#clients = [descriptor.leader, ...descriptor.replicas].map((url) =>
-      postgres(url, {
-        max: 1,
-        onnotice: () => {},
-        fetch_types: false,
-        connect_timeout: seconds,
-        idle_timeout: 0,
-        connection: { application_name: 'pgfollow-lagcheck' },
-      })
-    )
+    this.#reader = new ReplicationReader([descriptor.leader, ...descriptor.replicas], { ...options, applicationName: 'pgfollow-lagcheck' })
   }
 
   /** Asks every node at once, then the leader for its view of the replicas. */
   async snapshot(): Promise<LagSnapshot> {
     const time = new Date().toISOString()
-    const urls = [this.descriptor.leader, ...this.descriptor.replicas]
-    const answers = await Promise.all(urls.map((url, index) => this.#ask(index, url)))
-    const leaderAnswer = pickLeader(answers)
-    let slots: SlotRow[] = []
-    let leaderError: string | null = leaderAnswer ? null : firstError(answers[0]) ?? 'no node accepts writes (every node is in recovery)'
-    if (leaderAnswer) {
-      try {
-        slots = [
-          ...(await withTimeout(this.#clients[leaderAnswer.index].unsafe(sqlText('queries/replication-state.sql')), this.#timeoutMs, 'the leader')),
-        ]
-      } catch (error) {
-        leaderError = redactMessage(error, leaderAnswer.url)
-      }
+    const reading = await this.#reader.read()
+    const { leader: leaderNode, leaderError, slots } = reading
+    const leader: LeaderLag = {
+      name: reading.leaderName,
+      url: redactUrl(leaderNode?.url ?? this.descriptor.leader),
+      state: leaderNode && !leaderError ? 'leader' : 'down',
+      lsn: leaderNode?.position?.current_lsn ?? null,
+      connectedReplicas: leaderNode ? slots.filter((row) => row.active && row.state !== 'stopped').length : 0,
+      moved: leaderNode !== null && leaderNode.index !== 0,
+      error: leaderError,
     }
-    const claimed = new Set<SlotRow>()
-    // With no leader found, the descriptor's leader is reported in the leader row, not among the replicas.
-    const others = answers.filter((answer) => answer !== (leaderAnswer ?? answers[0]))
-    // Reachable replicas first: they say which slot is theirs; a down one may then take the one slot left.
-    const replicas = new Map<NodeAnswer, ReplicaLag>()
-    for (const answer of others.filter((a) => a.position)) {
-      replicas.set(answer, this.#replicaLag(answer, slots, claimed, leaderAnswer !== null && leaderError === null))
-    }
-    for (const answer of others.filter((a) => !a.position)) replicas.set(answer, this.#replicaLag(answer, slots, claimed, false))
-
-    const leader: LeaderLag = leaderAnswer
-      ? {
-        name: nodeName(leaderAnswer, null),
-        url: redactUrl(leaderAnswer.url),
-        state: leaderError ? 'down' : 'leader',
-        lsn: leaderAnswer.position?.current_lsn ?? null,
-        connectedReplicas: slots.filter((row) => row.active && row.state !== 'stopped').length,
-        moved: leaderAnswer.index !== 0,
-        error: leaderError,
-      }
-      : {
-        name: nodeName(answers[0], null, this.#known.get(answers[0].url)),
-        url: redactUrl(urls[0]),
-        state: 'down',
-        lsn: null,
-        connectedReplicas: 0,
-        moved: false,
-        error: leaderError,
-      }
     return {
       time,
       leader,
-      replicas: others.map((answer) => replicas.get(answer)!),
-      orphanSlots: slots
-        .filter((row) => !claimed.has(row))
-        .map((row) => ({ slot: String(row.slot_name), active: Boolean(row.active), retainedBytes: num(row.retained_bytes) })),
-    }
-  }
-
-  async #ask(index: number, url: string): Promise<NodeAnswer> {
-    const client = this.#clients[index]
-    try {
-      const [[position], [identity]] = await withTimeout(
-        Promise.all([client.unsafe(NODE_POSITION), client.unsafe(sqlText('queries/node-identity.sql'))]),
-        this.#timeoutMs,
-        redactUrl(url),
-      )
-      this.#known.set(url, identity)
-      return { index, url, position, identity, error: null }
-    } catch (error) {
-      return { index, url, position: null, identity: null, error: redactMessage(error, url) }
-    }
-  }
-
-  #replicaLag(answer: NodeAnswer, slots: SlotRow[], claimed: Set<SlotRow>, leaderView: boolean): ReplicaLag {
-    const identity = answer.identity ?? this.#known.get(answer.url) ?? null
-    const row = findSlot(identity, slots, claimed, answer.position === null)
-    if (row) claimed.add(row)
-    const base: ReplicaLag = {
-      name: nodeName(answer, row, identity),
-      url: redactUrl(answer.url),
-      state: 'down',
-      slot: row ? String(row.slot_name) : identity?.slot_name || null,
-      replayLsn: answer.position?.replay_lsn ?? null,
-      syncState: null,
-      lagBytes: null,
-      sentLagBytes: null,
-      flushLagBytes: null,
-      lagMs: null,
-      retainedBytes: row ? num(row.retained_bytes) : null,
-      upstream: null,
-      error: answer.error,
-    }
-    if (!answer.position) return base
-    if (!answer.position.in_recovery) return { ...base, state: 'leader', error: 'listed as a replica but accepts writes: a second leader' }
-    const upstream = identity?.sender_host ? `${identity.sender_host}:${identity.sender_port}` : null
-    const streams = row && row.active && row.state !== 'stopped'
-    if (!leaderView || !streams) return { ...base, state: 'stopped', upstream }
-    return {
-      ...base,
-      state: row.state as ReplicaState,
-      syncState: row.sync_state ?? null,
-      lagBytes: num(row.replay_lag_bytes),
-      sentLagBytes: num(row.sent_lag_bytes),
-      flushLagBytes: num(row.flush_lag_bytes),
-      lagMs: row.replay_lag_ms === null ? null : Math.round(Number(row.replay_lag_ms) * 10) / 10,
-      upstream,
+      replicas: reading.replicas.map((replica) => replicaLag(replica, leader.state === 'leader')),
+      orphanSlots: reading.orphanSlots.map((row) => ({
+        slot: String(row.slot_name),
+        active: Boolean(row.active),
+        retainedBytes: num(row.retained_bytes),
+      })),
     }
   }
 
   async end(): Promise<void> {
-    await Promise.all(this.#clients.map((client) => client.end({ timeout: 1 })))
+    await this.#reader.end()
+  }
+}
+
+function replicaLag(replica: ReplicaReading, leaderView: boolean): ReplicaLag {
+  const { node, slot: row, follow } = replica
+  const position = node.position
+  const base: ReplicaLag = {
+    name: replica.name,
+    url: redactUrl(node.url),
+    state: 'down',
+    slot: row ? String(row.slot_name) : position?.receiver_slot ?? null,
+    replayLsn: position?.replay_lsn ?? null,
+    syncState: null,
+    lagBytes: null,
+    sentLagBytes: null,
+    flushLagBytes: null,
+    lagMs: null,
+    retainedBytes: row ? num(row.retained_bytes) : null,
+    upstream: position?.sender_host ? `${position.sender_host}:${position.sender_port}` : null,
+    error: node.error,
+  }
+  if (!position) return base
+  if (!position.in_recovery) return { ...base, state: 'leader', error: 'listed as a replica but accepts writes: a second leader' }
+  if (follow?.problem) return { ...base, state: follow.problem, error: follow.detail }
+  const streams = row && row.active && row.state !== 'stopped'
+  if (!leaderView || !streams) return { ...base, state: 'stopped' }
+  return {
+    ...base,
+    state: row.state as ReplicaState,
+    syncState: row.sync_state ?? null,
+    lagBytes: num(row.replay_lag_bytes),
+    sentLagBytes: num(row.sent_lag_bytes),
+    flushLagBytes: num(row.flush_lag_bytes),
+    lagMs: row.replay_lag_ms === null ? null : Math.round(Number(row.replay_lag_ms) * 10) / 10,
   }
 }
 
@@ -252,7 +178,9 @@ export function judgeLag(snapshot: LagSnapshot, limits: LagLimits = {}): LagVerd
   for (const replica of snapshot.replicas) {
     if (replica.state === 'down') down.push(`${replica.name} is down (${replica.error})`)
     else if (replica.state === 'leader') down.push(`${replica.name} ${replica.error}`)
-    else if (replica.state === 'stopped' && snapshot.leader.state !== 'down') down.push(`${replica.name} runs but does not stream from the leader`)
+    else if (FOLLOW_PROBLEMS.includes(replica.state as FollowProblem)) {
+      down.push(`${replica.name} ${replica.error ?? replica.state}: it must not serve reads`)
+    } else if (replica.state === 'stopped' && snapshot.leader.state !== 'down') down.push(`${replica.name} runs but does not stream from the leader`)
     if (limits.maxLagBytes !== undefined && replica.lagBytes !== null && replica.lagBytes > limits.maxLagBytes) {
       lagging.push(`${replica.name} is ${replica.lagBytes} bytes behind (limit ${limits.maxLagBytes})`)
     }
@@ -263,43 +191,4 @@ export function judgeLag(snapshot: LagSnapshot, limits: LagLimits = {}): LagVerd
   if (down.length > 0) return { exitCode: 1, problems: [...down, ...lagging] }
   if (lagging.length > 0) return { exitCode: 2, problems: lagging }
   return { exitCode: 0, problems: [] }
-}
-
-/** The descriptor's leader when it leads, else the first node that is not in recovery. */
-function pickLeader(answers: NodeAnswer[]): NodeAnswer | null {
-  const writable = answers.filter((answer) => answer.position && !answer.position.in_recovery)
-  return writable.find((answer) => answer.index === 0) ?? writable[0] ?? null
-}
-
-/**
- * The leader's slot row of a replica: by its primary_slot_name, else its
- * cluster_name as application_name. A replica that is down and never
- * answered may take the one unclaimed inactive slot, if exactly one is left.
- */
-function findSlot(identity: Record<string, any> | null, slots: SlotRow[], claimed: Set<SlotRow>, down: boolean): SlotRow | null {
-  const free = slots.filter((row) => !claimed.has(row))
-  if (identity?.slot_name) {
-    const bySlot = free.find((row) => row.slot_name === identity.slot_name)
-    if (bySlot) return bySlot
-  }
-  if (identity?.cluster_name) {
-    const byName = free.find((row) => row.application_name === identity.cluster_name)
-    if (byName) return byName
-  }
-  if (down && !identity) {
-    const inactive = free.filter((row) => !row.active)
-    if (inactive.length === 1) return inactive[0]
-  }
-  return null
-}
-
-function nodeName(answer: NodeAnswer, row: SlotRow | null, identity: Record<string, any> | null = answer.identity): string {
-  if (identity?.cluster_name) return String(identity.cluster_name)
-  if (row?.application_name) return String(row.application_name)
-  if (row?.slot_name) return String(row.slot_name).replace(/^pgfollow_/, '')
-  return answer.index === 0 ? 'leader' : `replica${answer.index}`
-}
-
-function firstError(answer: NodeAnswer | undefined): string | null {
-  return answer?.error ?? null
 }

@@ -1,15 +1,18 @@
 /**
  * The background monitor: every interval it asks each node where it stands
- * (one query, NODE_POSITION), derives each replica's lag in
- * bytes and in time, retires replicas beyond maxLag and restores them below
- * half of it, bans nodes that do not answer, and notices a new leader.
- * Its timer is unref'd: it never keeps a process alive on its own.
+ * and whom it follows (one query, NODE_POSITION), keeps replicas that do not
+ * follow the leader out of the reads (lib/tag/follow.ts), derives each
+ * replica's lag in bytes and in time, retires replicas beyond maxLag and
+ * restores them below half of it, bans nodes that do not answer, and
+ * notices a new leader. Its timer is unref'd: it never keeps a process
+ * alive on its own.
  */
+import { judgeFollowing, leaderView, replicaView } from './follow.ts'
 import { lsnDistance, maxLsn, parseLsn } from './lsn.ts'
 import type { ClusterNode } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
 import { PatroniFollower } from './patroni.ts'
-import { NODE_POSITION } from './queries.ts'
+import { LEADER_LSN, NODE_POSITION } from './queries.ts'
 
 /** What the monitor needs from the router: the nodes, the leader, and where to report. */
 export interface MonitoredCluster {
@@ -82,18 +85,34 @@ export class Monitor {
     const positions = await Promise.all(due.map((node) => this.#check(node)))
     if (!this.#timer) return // stopped while checking
 
-    cluster.electLeader(cluster.nodes.filter((node) => node.failures === 0 && node.inRecovery === false))
+    // A writable node of another cluster never takes the writes.
+    const clusterId = cluster.leader.systemId
+    cluster.electLeader(
+      cluster.nodes.filter((node) =>
+        node.failures === 0 && node.inRecovery === false && (clusterId === null || node.systemId === null || node.systemId === clusterId)
+      ),
+    )
     const leader = cluster.leader
     const leaderRow = positions[due.indexOf(leader)]
-    const leaderLsn = leaderRow && !leaderRow.in_recovery ? parseLsn(leaderRow.current_lsn) : null
+    let leaderLsn = leaderRow && !leaderRow.in_recovery ? parseLsn(leaderRow.current_lsn) : null
     if (leaderLsn !== null) this.#remember(leaderLsn, now)
+    if (leaderRow && leaderLsn !== null) {
+      leader.followProblem = null
+      leader.followDetail = null
+      // Nodes were asked in parallel: a replica answering after the leader may stand past the leader's first answer.
+      const behind = (row: Record<string, any> | null) =>
+        row?.in_recovery && [row.replay_lsn, row.receive_lsn].some((text) => (parseLsn(text) ?? 0n) > leaderLsn!)
+      if (positions.some(behind)) leaderLsn = await this.#leaderLsnNow(leader) ?? leaderLsn
+    }
 
     due.forEach((node, index) => {
       const row = positions[index]
       if (!row || node === leader || !row.in_recovery) return
       node.replayLsn = maxLsn(node.replayLsn, parseLsn(row.replay_lsn))
       node.receiveLsn = parseLsn(row.receive_lsn)
-      if (leaderLsn === null) return // lag unknown without the leader: keep the last values
+      // Lag and following are unknown without the leader: keep the last verdict and values.
+      if (leaderLsn === null || !leaderRow) return
+      this.#judgeFollowing(node, row, leaderRow, leaderLsn)
       node.lagBytes = lsnDistance(node.replayLsn, leaderLsn)
       node.lagMs = this.#lagMs(node.replayLsn, now)
       this.#retireOrRestore(node)
@@ -102,15 +121,67 @@ export class Monitor {
 
   async #check(node: ClusterNode): Promise<Record<string, any> | null> {
     const { connectTimeout, monitorInterval } = this.#cluster.options
+    // A first answer includes connecting and logging in: give it the whole connectTimeout, later ones one interval.
+    const timeout = node.named ? Math.min(connectTimeout, monitorInterval) : connectTimeout
     try {
-      const [row] = await withTimeout(node.monitor.unsafe(NODE_POSITION), Math.min(connectTimeout, monitorInterval), node.name)
+      const [row] = await withTimeout(node.monitor.unsafe(NODE_POSITION), timeout, node.name)
       node.inRecovery = row.in_recovery
+      node.systemId = row.system_identifier ?? null
+      node.timeline = row.timeline ?? null
+      node.currentLsn = row.in_recovery ? null : parseLsn(row.current_lsn)
+      this.#learnName(node, row.cluster_name)
       this.#cluster.nodeAnswered(node)
       return row
     } catch (error) {
       this.#cluster.nodeFailed(node, error)
       return null
     }
+  }
+
+  /** The server's cluster_name names the node from its first answer on, unless another node has that name. */
+  #learnName(node: ClusterNode, clusterName: string | null): void {
+    if (node.named) return
+    node.named = true
+    if (clusterName && !this.#cluster.nodes.some((other) => other !== node && other.name === clusterName)) node.name = clusterName
+  }
+
+  async #leaderLsnNow(leader: ClusterNode): Promise<bigint | null> {
+    const { connectTimeout, monitorInterval } = this.#cluster.options
+    try {
+      const [row] = await withTimeout(leader.monitor.unsafe(LEADER_LSN), Math.min(connectTimeout, monitorInterval), leader.name)
+      return parseLsn(row.lsn)
+    } catch {
+      return null
+    }
+  }
+
+  /**
+   * Out of the reads with a reason while it does not follow the leader; back
+   * once it does (a retire / restore event each time the verdict changes).
+   */
+  #judgeFollowing(node: ClusterNode, row: Record<string, any>, leaderRow: Record<string, any>, leaderLsn: bigint): void {
+    const verdict = judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsn))
+    const before = node.followProblem
+    const wasChecked = node.followChecked
+    node.followChecked = true
+    node.followDetail = verdict.problem ? verdict.detail : null
+    if (verdict.problem === before) return
+    node.followProblem = verdict.problem
+    const detail = { name: node.name, url: node.safeUrl, detail: verdict.detail }
+    if (verdict.problem) {
+      if (verdict.problem === 'other-cluster') {
+        this.#warn(`${node.name} (${node.safeUrl}) ${verdict.detail}: it is never read from. Remove it from the descriptor.`)
+      }
+      // A replica that was out for lag or unreachable left the reads already; the reason still changes.
+      this.#cluster.emit('retire', { ...detail, reason: verdict.problem })
+    } else if (wasChecked && !node.retired && node.failures === 0) {
+      this.#cluster.emit('restore', { ...detail, reason: 'following' })
+    }
+  }
+
+  /** A warning event, or the console when nobody listens (as the router's own warnings). */
+  #warn(message: string): void {
+    if (!this.#cluster.emit('warning', { message })) console.warn(`pgfollow: ${message}`)
   }
 
   #remember(lsn: bigint, at: number): void {
@@ -142,7 +213,7 @@ export class Monitor {
       this.#cluster.emit('retire', { ...detail, reason: 'lag' })
     } else if (node.retired && node.lagBytes <= bytes / 2 && node.lagMs <= ms / 2) {
       node.retired = false
-      if (node.failures === 0) this.#cluster.emit('restore', { ...detail, reason: 'lag' })
+      if (node.failures === 0 && node.followProblem === null) this.#cluster.emit('restore', { ...detail, reason: 'lag' })
     }
   }
 }

@@ -6,10 +6,16 @@
 import postgres from 'postgres'
 import { redactMessage, redactUrl } from './errors.ts'
 import { authenticationFailure } from './failures.ts'
+import type { FollowProblem } from './follow.ts'
 import type { NormalizedOptions } from './options.ts'
 import type { PoolOptions } from './pool-options.ts'
 
-export type NodeState = 'healthy' | 'retired' | 'banned' | 'down'
+/**
+ * healthy: may serve reads; retired: too far behind (lag); banned / down:
+ * does not answer; a FollowProblem: answers, but does not follow the leader
+ * (lib/tag/follow.ts), so it serves no reads whatever its lag.
+ */
+export type NodeState = 'healthy' | 'retired' | 'banned' | 'down' | FollowProblem
 
 /** The internals of a postgres.js Query the router relies on. */
 export interface PgQuery extends Promise<unknown> {
@@ -39,7 +45,14 @@ export interface PgQuery extends Promise<unknown> {
 const DOWN_AFTER_FAILURES = 3
 
 export class ClusterNode {
-  readonly name: string
+  /**
+   * What identifies the server: its `cluster_name` setting, learned at its
+   * first answer, else host:port from its URL. Not its place in the
+   * descriptor, which a failover changes; once learned it stays.
+   */
+  name: string
+  /** Whether the monitor has looked for a cluster_name yet (a name is learned once). */
+  named = false
   readonly url: string
   readonly safeUrl: string
   readonly weight: number
@@ -51,6 +64,21 @@ export class ClusterNode {
 
   /** From the last successful check: is it a standby? null before the first one. */
   inRecovery: boolean | null = null
+  /** pg_control_system().system_identifier: which cluster the server belongs to. */
+  systemId: string | null = null
+  /** The timeline it writes (leader) or receives (replica). */
+  timeline: number | null = null
+  /** The leader's pg_current_wal_lsn() at its last check (null on replicas). */
+  currentLsn: bigint | null = null
+  /**
+   * Why it does not follow the leader, or null when the last check with the
+   * leader answering found it following. A replica serves reads only once
+   * a check confirmed it (`followChecked`), so a node never seen to follow
+   * (a fenced old leader started by hand) serves none, not even at start.
+   */
+  followProblem: FollowProblem | null = null
+  followDetail: string | null = null
+  followChecked = false
   replayLsn: bigint | null = null
   receiveLsn: bigint | null = null
   lagBytes = 0
@@ -81,8 +109,10 @@ export class ClusterNode {
   served = 0
   errors = 0
 
-  constructor(name: string, url: string, weight: number, options: NormalizedOptions, pools: PoolOptions) {
-    this.name = name
+  constructor(url: string, weight: number, options: NormalizedOptions, pools: PoolOptions, name?: string) {
+    this.name = name ?? hostAndPort(url)
+    // A name given (a Patroni member's) is kept; otherwise the server's cluster_name replaces host:port.
+    this.named = name !== undefined
     this.url = url
     this.safeUrl = redactUrl(url)
     this.weight = weight
@@ -103,14 +133,15 @@ export class ClusterNode {
     this.canceller = probe.canceller
   }
 
-  /** May serve reads: not retired, not held out by Patroni, not failing. */
+  /** May serve reads: seen to follow the leader, not retired, not held out by Patroni, not failing. */
   get available(): boolean {
-    return !this.retired && this.heldOut === null && this.failures === 0
+    return this.followChecked && this.followProblem === null && !this.retired && this.heldOut === null && this.failures === 0
   }
 
   get state(): NodeState {
     if (this.failures >= DOWN_AFTER_FAILURES) return 'down'
     if (this.failures > 0) return 'banned'
+    if (this.followProblem) return this.followProblem
     return this.retired || this.heldOut !== null ? 'retired' : 'healthy'
   }
 
@@ -148,4 +179,12 @@ export class ClusterNode {
 
 function definedOnly(options: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
+}
+
+/** host:port of a postgres URL (the first host of a multi-host one), the name of a node until it says its own. */
+export function hostAndPort(url: string): string {
+  const match = /^[a-z]+:\/\/(?:[^@/]*@)?([^/?,]*)/i.exec(url)
+  const host = match?.[1] ?? ''
+  if (host === '') return 'localhost:5432'
+  return /:\d+$/.test(host) ? host : `${host}:5432`
 }

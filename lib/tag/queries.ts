@@ -4,16 +4,50 @@
  */
 
 /**
- * Where a node stands, asked of any node (leader or replica) in one round
- * trip. On the leader the receive/replay columns are null; on a replica
- * pg_current_wal_lsn() would fail, so it is only read when not in recovery.
+ * Where a node stands and whom it follows, asked of any node (leader or
+ * replica) in one round trip; the monitor, `lagcheck` and `cluster.mjs
+ * status` all read it, and lib/tag/follow.ts judges it.
+ *
+ * - On the leader the receive/replay columns are null; on a replica
+ *   pg_current_wal_lsn() and pg_walfile_name() would fail, so they are only
+ *   read when not in recovery.
+ * - timeline: the leader's is the one it writes (in its WAL file names); a
+ *   replica's is what its WAL receiver last received, else its last
+ *   restartpoint's.
+ * - The WAL receiver's details (status, sender, conninfo, slot) need
+ *   superuser or pg_read_all_stats; any role sees whether it runs (pid). Its
+ *   application_name is only trusted from a visible conninfo, where
+ *   cluster_name is the fallback the receiver itself uses.
+ * - senders (leader only): its WAL senders with their slots, so a replica is
+ *   known to stream from this leader, not merely from someone.
+ * - system_identifier and the control file reads cost a few microseconds.
  */
 export const NODE_POSITION = `SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
        pg_last_wal_receive_lsn()::text AS receive_lsn,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        pg_last_xact_replay_timestamp() AS replay_timestamp,
-       current_setting('port')::int AS port`
+       current_setting('port')::int AS port,
+       nullif(current_setting('cluster_name'), '') AS cluster_name,
+       (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier,
+       CASE WHEN pg_is_in_recovery() THEN coalesce(w.received_tli, (SELECT timeline_id FROM pg_control_checkpoint()))
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+       w.pid IS NOT NULL AS receiver_running,
+       w.status AS receiver_status,
+       w.sender_host,
+       w.sender_port,
+       coalesce(w.slot_name, nullif(current_setting('primary_slot_name'), '')) AS receiver_slot,
+       CASE WHEN w.conninfo IS NULL THEN NULL
+            ELSE coalesce(substring(w.conninfo FROM 'application_name=''?([^'' ]+)'), nullif(current_setting('cluster_name'), '')) END
+         AS receiver_application_name,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE (SELECT coalesce(json_agg(json_build_object('name', r.application_name, 'state', r.state, 'slot', s.slot_name)), '[]')
+                  FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid) END AS senders
+FROM (SELECT 1) AS one
+LEFT JOIN pg_stat_wal_receiver w ON true`
+
+/** The leader's position alone: re-read when a replica's answer looked past the first one. */
+export const LEADER_LSN = `SELECT pg_current_wal_lsn()::text AS lsn`
 
 /**
  * A cheap fingerprint of what the function catalog (catalog.ts) is built

@@ -114,8 +114,8 @@ export class Router extends EventEmitter {
     this.options = options
     this.poolOptions = new PoolOptions(options.postgres, options.connectTimeout)
     this.nodes = [
-      new ClusterNode('leader', options.leader, 1, options, this.poolOptions),
-      ...options.replicas.map((url, i) => new ClusterNode(`replica${i + 1}`, url, options.weights[i], options, this.poolOptions)),
+      new ClusterNode(options.leader, 1, options, this.poolOptions),
+      ...options.replicas.map((url, i) => new ClusterNode(url, options.weights[i], options, this.poolOptions)),
     ]
     this.leader = this.nodes[0]
     this.Query = Object.getPrototypeOf(this.leader.pool``).constructor
@@ -617,10 +617,9 @@ export class Router extends EventEmitter {
   addNode(url: string, name?: string): ClusterNode {
     const known = this.nodes.find((node) => node.url === url)
     if (known) return known
+    // Patroni's member name identifies it; without one (or when taken) it is named like any node (node.ts).
     const taken = new Set(this.nodes.map((node) => node.name))
-    let unique = name && !taken.has(name) ? name : ''
-    for (let i = this.nodes.length; !unique; i++) if (!taken.has(`replica${i}`)) unique = `replica${i}`
-    const node = new ClusterNode(unique, url, 1, this.options, this.poolOptions)
+    const node = new ClusterNode(url, 1, this.options, this.poolOptions, name && !taken.has(name) ? name : undefined)
     this.nodes.push(node)
     this.emit('add', { name: node.name, url: node.safeUrl })
     return node

@@ -154,7 +154,7 @@ export function createSql(router: Router, ctx: RouteContext, pins = true): Route
 export function createRootSql(router: Router): PgfollowSql {
   const sql = createSql(router, { intent: 'auto' }) as unknown as PgfollowSql
   Object.assign(sql, {
-    session: (options: { after?: string } = {}) => createSql(router, { intent: 'auto', session: new SessionPosition(options.after) }),
+    session: (options: { after?: string } = {}) => createSql(router, { intent: 'auto', session: new SessionPosition(options.after, router) }),
     status: () => router.status(),
     on: (event: HealthEvent, listener: (detail: unknown) => void) => (router.on(event, listener), sql),
     off: (event: HealthEvent, listener: (detail: unknown) => void) => (router.off(event, listener), sql),
