@@ -144,7 +144,8 @@ logins('a replica with a wrong password is banned and its reads go elsewhere, wi
   try {
     await sleep(1000)
     await readers.stop()
-    const [bad] = sql.status().filter((node) => node.name === 'replica1')
+    // A node that never answered has not said its cluster_name: it is named host:port.
+    const [bad] = sql.status().filter((node) => node.name === `127.0.0.1:${replica1Port}`)
     const servedBy = (port) => readers.samples.filter((s) => s.value[0].port === port).length
     measured(
       `wrong replica password: ${readers.errors.length} errors / ${readers.samples.length} reads ` +
@@ -242,8 +243,8 @@ logins('a leader URL that points at a replica: writes find the real leader when 
     const roles = Object.fromEntries(sql.status().map((node) => [node.name, node.role]))
     assert.equal(
       roles,
-      { leader: 'replica', replica1: 'leader', replica2: 'replica' },
-      'status names the real leader (the descriptor listed it as replica1)',
+      { replica1: 'replica', leader: 'leader', replica2: 'replica' },
+      'status names nodes by cluster_name and gives the real leader its role (the descriptor listed it as a replica)',
     )
     for (let i = 0; i < 6; i++) {
       const [read] = await sql`select inet_server_port() as port`

@@ -133,9 +133,14 @@ export class Monitor {
       this.#cluster.nodeAnswered(node)
       return row
     } catch (error) {
-      this.#cluster.nodeFailed(node, error)
+      // A check that only ran out of time on a node whose statements are being answered: busy, not gone.
+      if (!(isOwnTimeout(error) && this.#answeredRecently(node))) this.#cluster.nodeFailed(node, error)
       return null
     }
+  }
+
+  #answeredRecently(node: ClusterNode): boolean {
+    return node.failures === 0 && (node.answers !== node.answersSeen || Date.now() - node.lastAnsweredAt < this.#cluster.options.connectTimeout)
   }
 
   /** The server's cluster_name names the node from its first answer on, unless another node has that name. */
@@ -216,6 +221,10 @@ export class Monitor {
       if (node.failures === 0 && node.followProblem === null) this.#cluster.emit('restore', { ...detail, reason: 'lag' })
     }
   }
+}
+
+function isOwnTimeout(error: unknown): boolean {
+  return (error as { code?: string })?.code === 'PGFOLLOW_READ_TIMEOUT'
 }
 
 /** Deno's timers are numbers; Node's are objects with unref. */
