@@ -81,6 +81,11 @@ flags('the verdict: down wins over lag, lag beyond a limit is 2', () => {
     [snapshot(replica('r1', 'catchup', 101, 0)), { maxLagBytes: 100 }, 2],
     [snapshot(replica('r1', 'down', null, null)), {}, 1],
     [snapshot(replica('r1', 'stopped', null, null)), {}, 1],
+    // A replica that answers but does not follow the leader (lib/tag/follow.ts) must not serve reads: exit 1, over lag.
+    [snapshot(replica('r1', 'not-following', null, null)), {}, 1],
+    [snapshot(replica('r1', 'diverged', 0, 0)), { maxLagMs: 500 }, 1],
+    [snapshot(replica('r1', 'wrong-upstream', 0, 0)), {}, 1],
+    [snapshot(replica('r1', 'other-cluster', null, null), replica('r2', 'streaming', 0, 900)), { maxLagMs: 500 }, 1],
     [snapshot(replica('r1', 'down', null, null), replica('r2', 'streaming', 0, 900)), { maxLagMs: 500 }, 1],
     [{ ...snapshot(), leader: { name: 'leader', state: 'down', error: 'gone' } }, {}, 1],
   ]

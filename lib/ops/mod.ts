@@ -1,7 +1,7 @@
 /** The operator toolkit (`pgfollow/ops`): lag, load, migrations, reports and CLI helpers the scripts share. Re-exports only. */
 export { migrate, type MigrateOptions, type MigrateResult, readMigrations, waitForReplay } from './migrate.ts'
 export { randomPage, readPage, seededRandom, type WorkloadSql, writeBlog, type WrittenBlog } from './workload.ts'
-export { type NodeReading, type ReplicaReading, type ReplicationReading, ReplicationReader, type SlotRow } from './replication.ts'
+export { type NodeReading, type ReplicaReading, ReplicationReader, type ReplicationReading, type SlotRow } from './replication.ts'
 export { judgeLag, type LagLimits, LagProbe, type LagSnapshot, lagSnapshot, type LagVerdict, type LeaderLag, type ReplicaLag } from './lag.ts'
 export {
   assertKnownFlags,
