@@ -11,7 +11,7 @@ const load = (name) => import(`${lib}${name}${ext}`)
 const { normalizeOptions } = await load('tag/options')
 const { parseLsn, formatLsn, lsnDistance, maxLsn } = await load('tag/lsn')
 const { SessionPosition, parseToken, shortClusterId } = await load('tag/session')
-const { judgeFollowing } = await load('tag/follow')
+const { judgeFollowing, judgeWithoutLeader } = await load('tag/follow')
 const { hostAndPort } = await load('tag/node')
 const failures = await load('tag/failures')
 const { createPicker } = await load('tag/balance')
@@ -215,6 +215,24 @@ for (const [name, replica, leader, problem] of followCases) {
     assert.type(verdict.detail, 'string')
   })
 }
+
+follow('without the leader: only another cluster and streaming from nobody can be told', () => {
+  const cases = [
+    [{}, '77', null],
+    [{ systemId: '12' }, '77', 'other-cluster'],
+    [{ systemId: '12' }, null, null],
+    [{ receiverRunning: false, receiverStatus: null }, '77', 'not-following'],
+    [{ receiverStatus: 'waiting' }, null, 'not-following'],
+    [{ timeline: 9, replayLsn: 1n << 40n }, '77', null],
+  ]
+  for (const [replica, clusterId, problem] of cases) {
+    assert.is(
+      judgeWithoutLeader({ ...FOLLOWER, ...replica }, clusterId).problem,
+      problem,
+      JSON.stringify({ replica, clusterId }, (_, v) => typeof v === 'bigint' ? String(v) : v),
+    )
+  }
+})
 
 follow('nodes are named host:port until they say their cluster_name', () => {
   assert.is(hostAndPort('postgres://u:p@127.0.0.1:5480/db'), '127.0.0.1:5480')

@@ -84,11 +84,7 @@ export function judgeFollowing(replica: ReplicaView, leader: LeaderView): Follow
       detail: `has WAL up to ${formatLsn(ahead)}, past the leader's ${formatLsn(leader.lsn)}: a history the leader does not have`,
     }
   }
-  const streaming = replica.receiverStatus === null ? replica.receiverRunning : replica.receiverStatus === 'streaming'
-  if (!streaming) {
-    const why = replica.receiverStatus ? `its WAL receiver is ${replica.receiverStatus}` : 'it has no WAL receiver'
-    return { problem: 'not-following', detail: `does not stream from the leader (${why})` }
-  }
+  if (!streams(replica)) return notFollowing(replica)
   // Without a slot or a name the leader's list cannot be searched: the checks above must do.
   if (replica.slot === null && replica.applicationName === null) return FOLLOWS
   const listed = leader.senders.some((sender) =>
@@ -100,6 +96,29 @@ export function judgeFollowing(replica: ReplicaView, leader: LeaderView): Follow
     return { problem: 'wrong-upstream', detail: `streams, but not from the leader: the leader has no WAL sender for its ${key}${from}` }
   }
   return FOLLOWS
+}
+
+/**
+ * What can be told without the leader (it did not answer this round, or
+ * the tag never reached it): a node of another cluster than the one the
+ * tag knows, or a standby that streams from nobody. Whether it streams from
+ * the right node, and not past it, waits for the leader.
+ */
+export function judgeWithoutLeader(replica: ReplicaView, clusterId: string | null): FollowVerdict {
+  if (replica.systemId !== null && clusterId !== null && replica.systemId !== clusterId) {
+    return { problem: 'other-cluster', detail: `belongs to another cluster (system identifier ${replica.systemId}, the leader's is ${clusterId})` }
+  }
+  if (!streams(replica)) return notFollowing(replica)
+  return FOLLOWS
+}
+
+function streams(replica: ReplicaView): boolean {
+  return replica.receiverStatus === null ? replica.receiverRunning : replica.receiverStatus === 'streaming'
+}
+
+function notFollowing(replica: ReplicaView): FollowVerdict {
+  const why = replica.receiverStatus ? `its WAL receiver is ${replica.receiverStatus}` : 'it has no WAL receiver'
+  return { problem: 'not-following', detail: `does not stream from the leader (${why})` }
 }
 
 /** The replica's side of a NODE_POSITION row. */

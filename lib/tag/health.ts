@@ -7,7 +7,7 @@
  * notices a new leader. Its timer is unref'd: it never keeps a process
  * alive on its own.
  */
-import { judgeFollowing, leaderView, replicaView } from './follow.ts'
+import { type FollowVerdict, judgeFollowing, judgeWithoutLeader, leaderView, replicaView } from './follow.ts'
 import { lsnDistance, maxLsn, parseLsn } from './lsn.ts'
 import type { ClusterNode } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
@@ -49,6 +49,7 @@ export class Monitor {
   #ticking: Promise<void> | null = null
   /** Set when the cluster has Patroni endpoints: the topology then comes from Patroni too. */
   readonly patroni: PatroniFollower | null
+  #starting: Promise<void> | null = null
 
   constructor(cluster: MonitoredCluster) {
     this.#cluster = cluster
@@ -59,9 +60,18 @@ export class Monitor {
     const interval = this.#cluster.options.monitorInterval
     this.#timer = setInterval(() => void this.tick(), interval)
     unrefTimer(this.#timer)
-    // A first look right away, so lag and roles are known within one round trip.
-    const first = setTimeout(() => void this.tick(), 0)
-    unrefTimer(first)
+    // A first look right away: reads wait for it (see `starting`), so it must not wait for a timer.
+    this.#starting = this.tick().catch(() => {}).finally(() => (this.#starting = null))
+  }
+
+  /**
+   * The first round while it runs, else null. A replica serves reads only
+   * once a round has judged it, so reads issued right after connect() wait
+   * for this round (one round trip; at most connectTimeout when a host does
+   * not answer) rather than go to the leader or to a node not yet seen.
+   */
+  get starting(): Promise<void> | null {
+    return this.#starting
   }
 
   stop(): void {
@@ -110,9 +120,12 @@ export class Monitor {
       if (!row || node === leader || !row.in_recovery) return
       node.replayLsn = maxLsn(node.replayLsn, parseLsn(row.replay_lsn))
       node.receiveLsn = parseLsn(row.receive_lsn)
-      // Lag and following are unknown without the leader: keep the last verdict and values.
-      if (leaderLsn === null || !leaderRow) return
-      this.#judgeFollowing(node, row, leaderRow, leaderLsn)
+      if (leaderLsn === null || !leaderRow) {
+        // Lag is unknown without the leader: keep the last values, and judge only what the node says alone.
+        this.#judgeWithoutLeader(node, row, clusterId ?? leader.systemId)
+        return
+      }
+      this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsn)))
       node.lagBytes = lsnDistance(node.replayLsn, leaderLsn)
       node.lagMs = this.#lagMs(node.replayLsn, now)
       this.#retireOrRestore(node)
@@ -161,11 +174,26 @@ export class Monitor {
   }
 
   /**
+   * Without the leader, a replica seen to follow keeps serving reads (its
+   * WAL receiver stopped because the leader is gone: what it has is the last
+   * word), and one out for a reason only the leader can lift stays out. A
+   * replica not judged yet is admitted when it streams from someone (a tag
+   * whose leader URL is wrong or refuses the login still reads) and kept out
+   * when it streams from nobody (a fenced old leader started by hand).
+   */
+  #judgeWithoutLeader(node: ClusterNode, row: Record<string, any>, clusterId: string | null): void {
+    const verdict = judgeWithoutLeader(replicaView(row, parseLsn), clusterId)
+    if (node.followChecked && verdict.problem !== 'other-cluster') {
+      if (node.followProblem === null || verdict.problem === null) return
+    }
+    this.#apply(node, verdict)
+  }
+
+  /**
    * Out of the reads with a reason while it does not follow the leader; back
    * once it does (a retire / restore event each time the verdict changes).
    */
-  #judgeFollowing(node: ClusterNode, row: Record<string, any>, leaderRow: Record<string, any>, leaderLsn: bigint): void {
-    const verdict = judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsn))
+  #apply(node: ClusterNode, verdict: FollowVerdict): void {
     const before = node.followProblem
     const wasChecked = node.followChecked
     node.followChecked = true

@@ -164,6 +164,7 @@ export class Router extends EventEmitter {
   #run(job: Job, attempt: PgQuery): void {
     try {
       if (job.kind === 'write') this.#dispatch(job, attempt, this.requireLeader())
+      else if (this.#monitor.starting) this.#monitor.starting.then(() => this.#run(job, attempt))
       else if (job.ctx.session) this.#runSessionRead(job, attempt).catch((error) => job.reject(error))
       else this.#dispatch(job, attempt, this.#readNode(job, this.#pickReplica(null, job.tried)))
     } catch (error) {
