@@ -262,7 +262,8 @@ async function readAgainstWedged(options, durationMs = 2500) {
   try {
     await sleep(durationMs)
     await readers.stop()
-    return { readers, state: stateOf(sql, 'replica2'), ports: new Set(readers.samples.map((s) => s.value[0].port)) }
+    // The wedged node never answers, so it never says a cluster_name: it is named host:port.
+    return { readers, state: stateOf(sql, `127.0.0.1:${wedged.port}`), ports: new Set(readers.samples.map((s) => s.value[0].port)) }
   } finally {
     await readers.stop()
     await within(sql.end({ timeout: 1 }), 5000, 'sql.end() with a wedged replica')

@@ -67,7 +67,7 @@ export class Monitor {
   /**
    * The first round while it runs, else null. A replica serves reads only
    * once a round has judged it, so reads issued right after connect() wait
-   * for this round (one round trip; at most connectTimeout when a host does
+   * for this round (one round trip; at most monitorInterval when a host does
    * not answer) rather than go to the leader or to a node not yet seen.
    */
   get starting(): Promise<void> | null {
@@ -134,10 +134,8 @@ export class Monitor {
 
   async #check(node: ClusterNode): Promise<Record<string, any> | null> {
     const { connectTimeout, monitorInterval } = this.#cluster.options
-    // A first answer includes connecting and logging in: give it the whole connectTimeout, later ones one interval.
-    const timeout = node.named ? Math.min(connectTimeout, monitorInterval) : connectTimeout
     try {
-      const [row] = await withTimeout(node.monitor.unsafe(NODE_POSITION), timeout, node.name)
+      const [row] = await withTimeout(node.monitor.unsafe(NODE_POSITION), Math.min(connectTimeout, monitorInterval), node.name)
       node.inRecovery = row.in_recovery
       node.systemId = row.system_identifier ?? null
       node.timeline = row.timeline ?? null
@@ -146,14 +144,9 @@ export class Monitor {
       this.#cluster.nodeAnswered(node)
       return row
     } catch (error) {
-      // A check that only ran out of time on a node whose statements are being answered: busy, not gone.
-      if (!(isOwnTimeout(error) && this.#answeredRecently(node))) this.#cluster.nodeFailed(node, error)
+      this.#cluster.nodeFailed(node, error)
       return null
     }
-  }
-
-  #answeredRecently(node: ClusterNode): boolean {
-    return node.failures === 0 && (node.answers !== node.answersSeen || Date.now() - node.lastAnsweredAt < this.#cluster.options.connectTimeout)
   }
 
   /** The server's cluster_name names the node from its first answer on, unless another node has that name. */
@@ -249,10 +242,6 @@ export class Monitor {
       if (node.failures === 0 && node.followProblem === null) this.#cluster.emit('restore', { ...detail, reason: 'lag' })
     }
   }
-}
-
-function isOwnTimeout(error: unknown): boolean {
-  return (error as { code?: string })?.code === 'PGFOLLOW_READ_TIMEOUT'
 }
 
 /** Deno's timers are numbers; Node's are objects with unref. */

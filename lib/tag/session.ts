@@ -8,8 +8,8 @@
  * e.g. `0/16B3748@5f3a9c1e.1` (a short form of the system identifier, and
  * the leader's timeline). A resumed token is checked against the leader at
  * the session's first statement; one the leader cannot honour (another
- * cluster, a later timeline, a position it never reached) is reset to the
- * leader's position with a `warning` event, rather than pinning the session
+ * cluster, a later timeline, a position it never reached) is reset with a
+ * `warning` event, rather than pinning the session
  * to the leader for good or failing an application whose cookie outlived a
  * cluster. A token that is no token at all is a ConfigError.
  */
@@ -32,7 +32,7 @@ export interface SessionToken {
   timeline: number | null
 }
 
-const LEADER_INSERT_LSN = 'select pg_current_wal_insert_lsn()::text as lsn'
+const LEADER_LSN = 'select pg_current_wal_insert_lsn()::text as lsn, pg_current_wal_flush_lsn()::text as flushed'
 const TOKEN = /^([0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8})(?:@([0-9a-f]{8})\.(\d{1,10}))?$/
 /** Console warnings already printed, one per kind: a rebuilt cluster meets every old cookie. */
 const warnedOnConsole = new Set<string>()
@@ -94,9 +94,10 @@ export class SessionPosition {
 
   /**
    * Can the leader honour the token? A leader that does not answer leaves
-   * it unchecked (the next statement tries again); a token the leader
-   * cannot honour moves the session to the leader's position now, which
-   * keeps every write that survived visible.
+   * it unchecked (the next statement tries again). A token of another
+   * cluster or a later timeline is dropped (it promised nothing about this
+   * history); one past the leader's position is lowered to what the leader
+   * has flushed, which keeps every write that exists visible.
    */
   async #check(token: SessionToken, home: TokenHome): Promise<void> {
     let leader = home.leader
@@ -115,9 +116,11 @@ export class SessionPosition {
       kind = 'timeline'
     }
     let leaderLsn: bigint | null
+    let flushed: bigint | null
     try {
-      const [row] = await leader.monitor.unsafe(LEADER_INSERT_LSN)
+      const [row] = await leader.monitor.unsafe(LEADER_LSN)
       leaderLsn = parseLsn(row.lsn)
+      flushed = parseLsn(row.flushed)
     } catch {
       return // checked again by the next statement
     }
@@ -129,9 +132,11 @@ export class SessionPosition {
     this.#unchecked = null
     if (why === null) return
     // Replaced, not raised: the token's position is the one that cannot be honoured.
-    this.#floor = leaderLsn
+    // A token of another history promised nothing here; one past the leader is held to what the
+    // leader has flushed (what replicas can reach): the session still sees at least what exists now.
+    this.#floor = kind === 'position' ? flushed : null
     const message =
-      `A session token was reset to the leader's position: ${why}. The session reads from now on; pass tokens of this cluster to keep read-your-writes across requests.`
+      `A session token was reset: ${why}. The session goes on from this cluster's present state; pass tokens of this cluster to keep read-your-writes across requests.`
     const detail = { message, reason: 'session-token', token: `${formatLsn(token.lsn)}${token.cluster ? `@${token.cluster}.${token.timeline}` : ''}` }
     if (!home.emit('warning', detail) && !warnedOnConsole.has(kind)) {
       warnedOnConsole.add(kind)
