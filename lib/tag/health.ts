@@ -61,14 +61,23 @@ export class Monitor {
     this.#timer = setInterval(() => void this.tick(), interval)
     unrefTimer(this.#timer)
     // A first look right away: reads wait for it (see `starting`), so it must not wait for a timer.
-    this.#starting = this.tick().catch(() => {}).finally(() => (this.#starting = null))
+    // They wait one check's timeout at most: a host that does not answer holds up nobody.
+    const { connectTimeout, monitorInterval } = this.#cluster.options
+    let release: ReturnType<typeof setTimeout> | undefined
+    const bound = new Promise<void>((resolve) => (release = setTimeout(resolve, Math.min(connectTimeout, monitorInterval))))
+    unrefTimer(release)
+    this.#starting = Promise.race([this.tick().catch(() => {}), bound]).finally(() => {
+      clearTimeout(release)
+      this.#starting = null
+    })
   }
 
   /**
    * The first round while it runs, else null. A replica serves reads only
    * once a round has judged it, so reads issued right after connect() wait
-   * for this round (one round trip; at most monitorInterval when a host does
-   * not answer) rather than go to the leader or to a node not yet seen.
+   * for this round (one round trip; at most min(connectTimeout,
+   * monitorInterval), after which they go where the nodes judged so far
+   * allow) rather than to a node not yet seen.
    */
   get starting(): Promise<void> | null {
     return this.#starting
@@ -105,14 +114,13 @@ export class Monitor {
     const leader = cluster.leader
     const leaderRow = positions[due.indexOf(leader)]
     let leaderLsn = leaderRow && !leaderRow.in_recovery ? parseLsn(leaderRow.current_lsn) : null
+    let leaderLsnAfterReplicas: bigint | null = null
     if (leaderLsn !== null) this.#remember(leaderLsn, now)
     if (leaderRow && leaderLsn !== null) {
       leader.followProblem = null
       leader.followDetail = null
       // Nodes were asked in parallel: a replica answering after the leader may stand past the leader's first answer.
-      const behind = (row: Record<string, any> | null) =>
-        row?.in_recovery && [row.replay_lsn, row.receive_lsn].some((text) => (parseLsn(text) ?? 0n) > leaderLsn!)
-      if (positions.some(behind)) leaderLsn = await this.#leaderLsnNow(leader) ?? leaderLsn
+      if (positions.some((row) => pastLeader(row, leaderLsn!))) leaderLsnAfterReplicas = await this.#leaderLsnNow(leader)
     }
 
     due.forEach((node, index) => {
@@ -125,7 +133,14 @@ export class Monitor {
         this.#judgeWithoutLeader(node, row, clusterId ?? leader.systemId)
         return
       }
-      this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsn)))
+      if (pastLeader(row, leaderLsn)) {
+        // Past the leader's first answer: judged against its position read after the replicas answered,
+        // and never called diverged because that second read did not come back in time.
+        if (leaderLsnAfterReplicas === null) this.#judgeWithoutLeader(node, row, clusterId ?? leader.systemId)
+        else this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsnAfterReplicas)))
+      } else {
+        this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsn)))
+      }
       node.lagBytes = lsnDistance(node.replayLsn, leaderLsn)
       node.lagMs = this.#lagMs(node.replayLsn, now)
       this.#retireOrRestore(node)
@@ -134,8 +149,10 @@ export class Monitor {
 
   async #check(node: ClusterNode): Promise<Record<string, any> | null> {
     const { connectTimeout, monitorInterval } = this.#cluster.options
+    // A first answer includes connecting and logging in: up to a second (within connectTimeout), later ones one interval.
+    const timeout = node.named ? Math.min(connectTimeout, monitorInterval) : Math.min(connectTimeout, Math.max(monitorInterval, 1000))
     try {
-      const [row] = await withTimeout(node.monitor.unsafe(NODE_POSITION), Math.min(connectTimeout, monitorInterval), node.name)
+      const [row] = await withTimeout(node.monitor.unsafe(NODE_POSITION), timeout, node.name)
       node.inRecovery = row.in_recovery
       node.systemId = row.system_identifier ?? null
       node.timeline = row.timeline ?? null
@@ -242,6 +259,11 @@ export class Monitor {
       if (node.failures === 0 && node.followProblem === null) this.#cluster.emit('restore', { ...detail, reason: 'lag' })
     }
   }
+}
+
+/** A standby's row that stands past `lsn` (replayed or received). */
+function pastLeader(row: Record<string, any> | null, lsn: bigint): boolean {
+  return Boolean(row?.in_recovery) && [row!.replay_lsn, row!.receive_lsn].some((text) => (parseLsn(text) ?? 0n) > lsn)
 }
 
 /** Deno's timers are numbers; Node's are objects with unref. */
