@@ -1,3 +1,4 @@
+// @exclusive
 // scripts/failover.mjs against a real cluster in synchronous mode: kill the
 // leader (immediate shutdown, as a crash), fail over, and check that one sql
 // tag instance kept reading throughout and writes again without a restart,

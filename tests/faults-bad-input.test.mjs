@@ -1,3 +1,4 @@
+// @exclusive
 // Bad input on a real cluster: malformed descriptors and options, wrong
 // passwords, a leader URL that points at a replica, duplicate URLs, SQL
 // injection through values and identifiers, and a result far bigger than

@@ -1,3 +1,4 @@
+// @exclusive
 // Acknowledged writes across a leader crash and a promotion, on real
 // clusters: 1000 writes from several writers, the leader SIGKILLed midway,
 // failover, the rest of the writes on the new leader; then every write the

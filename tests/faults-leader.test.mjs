@@ -1,3 +1,4 @@
+// @exclusive
 // The leader SIGKILLed under load, on a real cluster: reads go on from the
 // replicas, writes fail fast with LeaderUnavailableError (no hang), and
 // after scripts/failover.mjs the same process writes again, with no restart.

@@ -1,3 +1,4 @@
+// @exclusive
 // Replica faults under load, on a real cluster: a replica SIGKILLed, frozen
 // with SIGSTOP, restarted, and a "replica" that accepts connections but
 // never answers. Readers must never see an error, never get a read staler

@@ -1,3 +1,4 @@
+// @exclusive
 // Security, checked on a real cluster where it can be: no hard-coded or
 // default passwords, secrets in 0600 files, servers on 127.0.0.1 only, a
 // replicator that can replicate and nothing else, no `trust` in pg_hba, and

@@ -1,3 +1,4 @@
+// @exclusive
 // @needs /usr/bin/patroni apt-get install patroni
 // @needs etcd apt-get install etcd-server
 // @needs /usr/lib/postgresql/15/bin/pg_rewind apt-get install postgresql-15

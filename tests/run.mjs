@@ -1,10 +1,15 @@
 // The test runner behind `npm test`:
-//   node tests/run.mjs [FILTER...] [--node-only | --deno-only] [--timeout SECONDS]
+//   node tests/run.mjs [FILTER...] [--node-only | --deno-only] [--timeout SECONDS] [--jobs N]
 // Runs every tests/*.test.mjs under Node, then the files marked `// @deno`
-// (in their first 5 lines) under Deno, one at a time: each file starts its
-// own PostgreSQL servers and these machines have two cores. Each file is a
-// plain uvu program; we stream its output and read uvu's summary, because a
-// failing `before` hook makes uvu report fewer passes and still exit 0.
+// (in their first 5 lines) under Deno. Each file starts its own PostgreSQL
+// servers on free ports, so up to --jobs files (default 3) run at once: most
+// of a file's time is spent waiting (for replay, timeouts, npm), not
+// computing. A file whose assertions depend on timing (faults under load,
+// failover windows) says `// @exclusive` in its first lines and runs with
+// nothing else beside it. Each file is a plain uvu program; we read uvu's
+// summary, because a failing `before` hook makes uvu report fewer passes and
+// still exit 0. Output of a file that runs beside others is printed whole
+// when it ends, so files never interleave.
 // The last line is always `N passed, N failed`.
 // pg_ctl starts each server in a session of its own, out of reach of the
 // file's process group, so every file runs with a marker in its environment
@@ -25,6 +30,7 @@ import { stripVTControlCharacters } from 'node:util'
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const testsDir = join(root, 'tests')
 const DENO_MARKER = '// @deno'
+const EXCLUSIVE_MARKER = '// @exclusive'
 const GRACE_MS = 5_000
 const MARKER = 'PGFOLLOW_TEST_RUN'
 
@@ -45,10 +51,11 @@ const runs = [
   }))),
 ]
 
-let current = null
+/** Files running now: { child, marker } each. */
+const running = new Set()
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, async () => {
-    if (current) {
+    for (const current of running) {
       killGroup(current.child, 'SIGTERM')
       await stopLeftovers(current.marker)
     }
@@ -56,8 +63,7 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   })
 }
 
-const results = []
-for (const [index, run] of runs.entries()) results.push(await runFile(run, index))
+const results = await runAll(runs)
 
 printSummary(results)
 const passed = results.reduce((sum, result) => sum + result.passed, 0)
@@ -67,28 +73,66 @@ console.log(`${passed} passed, ${failed} failed`)
 process.exitCode = failed > 0 || runs.length === 0 ? 1 : 0
 
 function parseArgs(args) {
-  const parsed = { filters: [], node: false, deno: false, timeoutSeconds: Number(process.env.PGFOLLOW_TEST_TIMEOUT || 240) }
+  const parsed = {
+    filters: [],
+    node: false,
+    deno: false,
+    timeoutSeconds: Number(process.env.PGFOLLOW_TEST_TIMEOUT || 240),
+    jobs: Number(process.env.PGFOLLOW_TEST_JOBS || 3),
+  }
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]
     if (arg === '--node-only') parsed.node = true
     else if (arg === '--deno-only') parsed.deno = true
     else if (arg === '--timeout') parsed.timeoutSeconds = Number(args[++i])
     else if (arg.startsWith('--timeout=')) parsed.timeoutSeconds = Number(arg.slice('--timeout='.length))
+    else if (arg === '--jobs') parsed.jobs = Number(args[++i])
+    else if (arg.startsWith('--jobs=')) parsed.jobs = Number(arg.slice('--jobs='.length))
     else if (arg.startsWith('-')) usage(`Unknown flag ${arg}.`)
     else parsed.filters.push(arg)
   }
   if (parsed.node && parsed.deno) usage('--node-only and --deno-only exclude each other.')
   if (!(parsed.timeoutSeconds > 0)) usage('--timeout takes a number of seconds.')
+  if (!(Number.isInteger(parsed.jobs) && parsed.jobs > 0)) usage('--jobs takes a whole number of files to run at once, e.g. --jobs 1.')
   return parsed
 }
 
 function usage(message) {
-  console.error(`${message}\nUsage: node tests/run.mjs [FILTER...] [--node-only | --deno-only] [--timeout SECONDS]`)
+  console.error(`${message}\nUsage: node tests/run.mjs [FILTER...] [--node-only | --deno-only] [--timeout SECONDS] [--jobs N]`)
   process.exit(2)
 }
 
 function isDenoFile(file) {
   return readFileSync(file, 'utf8').split('\n', 5).some((line) => line.trim() === DENO_MARKER)
+}
+
+function isExclusive(file) {
+  return readFileSync(file, 'utf8').split('\n', 10).some((line) => line.trim() === EXCLUSIVE_MARKER)
+}
+
+/**
+ * Runs the files in order, up to options.jobs at a time; an exclusive file
+ * waits until nothing runs and holds the others back until it ends. Results
+ * come back in the order of `runs`.
+ */
+async function runAll(runs) {
+  const results = new Array(runs.length)
+  const active = new Set()
+  const waitForRoom = async (limit) => {
+    while (active.size > limit) await Promise.race(active)
+  }
+  for (const [index, run] of runs.entries()) {
+    const exclusive = options.jobs === 1 || isExclusive(run.file)
+    await waitForRoom(exclusive ? 0 : options.jobs - 1)
+    const done = runFile(run, index, { streamed: exclusive }).then((result) => {
+      results[index] = result
+      active.delete(done)
+    })
+    active.add(done)
+    if (exclusive) await done
+  }
+  await Promise.all(active)
+  return results
 }
 
 /** The `// @needs` lines of a file whose tool is missing here: [{ tool, how }]. */
@@ -100,16 +144,22 @@ function missingNeeds(file) {
     .filter(({ tool }) => tool.startsWith('/') ? !existsSync(tool) : spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0)
 }
 
-/** Runs one file in its own process group, so a timeout ends it and everything it spawned. */
-function runFile(run, index) {
+/**
+ * Runs one file in its own process group, so a timeout ends it and
+ * everything it spawned. A file running alone streams its output; one
+ * beside others prints it whole at its end.
+ */
+function runFile(run, index, { streamed }) {
   const name = relative(root, run.file)
   const runId = `${process.pid}.${index}`
   const marker = `${MARKER}=${runId}`
-  console.log(`\n▶ ${run.runtime} ${name}`)
+  const header = `\n▶ ${run.runtime} ${name}`
+  if (streamed) console.log(header)
   const started = performance.now()
   const missing = missingNeeds(run.file)
   if (missing.length > 0) {
     const what = missing.map(({ tool, how }) => `${tool} (${how})`).join(', ')
+    if (!streamed) console.log(header)
     if (process.env.CI === 'true') {
       console.error(`✘ ${name} needs ${what}: on CI, .ci/run must install it.`)
       return Promise.resolve({ ...run, name, seconds: 0, passed: 0, failed: 1, skipped: 0, note: `missing ${what}`, skips: [] })
@@ -127,15 +177,16 @@ function runFile(run, index) {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, DENO_NO_UPDATE_CHECK: '1', [MARKER]: runId },
     })
-    current = { child, marker }
+    const current = { child, marker }
+    running.add(current)
     let output = ''
     child.stdout.on('data', (chunk) => {
       output += chunk
-      process.stdout.write(chunk)
+      if (streamed) process.stdout.write(chunk)
     })
     child.stderr.on('data', (chunk) => {
       output += chunk
-      process.stderr.write(chunk)
+      if (streamed) process.stderr.write(chunk)
     })
     let timedOut = false
     const timer = setTimeout(() => {
@@ -149,7 +200,8 @@ function runFile(run, index) {
       if (finished) return
       finished = true
       clearTimeout(timer)
-      current = null
+      running.delete(current)
+      if (!streamed) process.stdout.write(`${header}\n${output}`)
       const seconds = (performance.now() - started) / 1000
       const result = { ...run, name, seconds, ...judge(output, code, timedOut, spawnError) }
       const left = await stopLeftovers(marker)

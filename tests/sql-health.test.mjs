@@ -1,4 +1,5 @@
 // @deno
+// @exclusive
 // Health on a real cluster: lag is measured right (an idle leader is no
 // lag), a stale replica is retired and restored, a killed replica costs
 // 100 concurrent readers no errors, and a promoted replica takes the writes.
