@@ -173,8 +173,10 @@ const THROUGHPUT_CHILD = fileURLToPath(new URL('./throughput-child.mjs', import.
  * counted during the warm-up; then for `durationMs` every completed read is
  * counted and its latency (ms) kept. A failed read counts as an error, not a read.
  */
-export async function throughput({ readers, warmupMs, durationMs, read }) {
+export async function throughput({ readers, warmupMs, durationMs, read, windowMs = 0 }) {
   const latencies = []
+  // Reads/s per window of `windowMs` (when given): does a run keep its pace?
+  const windows = []
   let counting = false
   let stopped = false
   let reads = 0
@@ -207,7 +209,16 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
   counting = true
   const started = performance.now()
   const cpuStarted = process.cpuUsage()
-  await sleep(durationMs)
+  if (windowMs > 0) {
+    for (let at = 0; at < durationMs; at += windowMs) {
+      const before = reads
+      const windowStarted = performance.now()
+      await sleep(Math.min(windowMs, durationMs - at))
+      windows.push(round((reads - before) / ((performance.now() - windowStarted) / 1000), 0))
+    }
+  } else {
+    await sleep(durationMs)
+  }
   counting = false
   const cpu = process.cpuUsage(cpuStarted)
   const seconds = (performance.now() - started) / 1000
@@ -226,6 +237,7 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
     max: summary.max,
     cpuUsPerRead,
     majorGcs,
+    windows,
     firstError: firstError?.message ?? null,
   }
 }
@@ -240,12 +252,12 @@ export async function throughput({ readers, warmupMs, durationMs, read }) {
  * pools age, BENCHMARKS.md) and, above all, a fresh JIT: in one process the
  * variant measured second inherits code V8 optimised for the first.
  */
-export async function compareThroughput(variants, { module, repeats, readers, warmupMs, durationMs, cpuOf = {}, log = () => {} }) {
+export async function compareThroughput(variants, { module, repeats, readers, warmupMs, durationMs, windowMs = 0, cpuOf = {}, log = () => {} }) {
   const results = new Map(variants.map((variant) => [variant.name, []]))
   for (let round = 0; round < repeats; round++) {
     for (let i = 0; i < variants.length; i++) {
       const variant = variants[(i + round) % variants.length]
-      const spec = { module, variant: variant.name, setup: variant.setup ?? {}, readers, warmupMs, durationMs }
+      const spec = { module, variant: variant.name, setup: variant.setup ?? {}, readers, warmupMs, durationMs, windowMs }
       const before = Object.fromEntries(Object.entries(cpuOf).map(([name, read]) => [name, read()]))
       const result = await runNodeJson(THROUGHPUT_CHILD, [], { env: { PGFOLLOW_BENCH_RUN: JSON.stringify(spec) } })
       // Other processes' CPU (servers, pgpool) per read, over the whole run: reads are counted
@@ -280,6 +292,7 @@ export async function compareThroughput(variants, { module, repeats, readers, wa
           ...Object.keys(cpuOf).map((name) => `${name}CpuUsPerRead`),
         ]),
         firstError: runs.find((r) => r.firstError)?.firstError ?? null,
+        windows: runs.map((r) => r.windows),
         // What each run's close() reported (per-replica shares and the like), in run order.
         extras: runs.map((r) => r.extra),
       }]

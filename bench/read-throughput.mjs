@@ -27,16 +27,17 @@ const PGPOOL_PER_READER = READERS // one connection per reader, as an app with a
  * and memory-child.mjs for question 5b): pages from a seeded generator, the
  * same sequence for every variant.
  */
-export async function openVariant(name, { leader, replicas, proxyUrl, max, seed = 23 }) {
+export async function openVariant(name, { leader, replicas, proxyUrl, max, inFlight, pipeline, seed = 23 }) {
   const random = seededRandom(seed)
   const page = () => randomPage(random)
-  if (name === 'tag') {
-    const sql = connect({ leader, replicas, postgres: { max: POOL_MAX } })
+  if (name.startsWith('tag')) {
+    // `inFlight`: statements the router keeps on the wire per node (default: the pool's max).
+    const sql = connect({ leader, replicas, inFlight, pipeline, postgres: { max: max ?? POOL_MAX } })
     await sql.refresh()
     return { read: () => readPage(sql, page()), close: () => sql.end({ timeout: 5 }) }
   }
-  if (name === 'raw-round-robin') {
-    const pools = replicas.map((url) => postgres(url, { max: POOL_MAX, onnotice: () => {} }))
+  if (name.startsWith('raw-round-robin')) {
+    const pools = replicas.map((url) => postgres(url, { max: max ?? POOL_MAX, onnotice: () => {} }))
     let next = 0
     return {
       read: () => readPage(pools[next++ % pools.length], page()),

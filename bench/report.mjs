@@ -221,6 +221,27 @@ const formatters = {
       ]),
     ),
 
+  'router-queue': (r) =>
+    [
+      table(
+        ['variant', ...r.decay[0].windows.map((_, i) => `${(i + 1) * r.setup.windowSeconds} s`), 'last / first'],
+        r.decay.map((row) => [row.variant, ...row.windows.map((v) => num(v)), x(row.lastOverFirst)]),
+      ),
+      table(
+        ['variant', 'reads/s', 'p50', 'p99', 'client µs/read', '× raw (max 10)'],
+        r.limits.map((
+          row,
+        ) => [
+          row.variant,
+          num(row.readsPerSecond),
+          `${num(row.p50Ms, 2)} ms`,
+          `${num(row.p99Ms, 2)} ms`,
+          num(row.clientCpuUsPerRead, 1),
+          x(row.overRawMax10),
+        ]),
+      ),
+    ].join('\n\n'),
+
   'pool-aging': (r) =>
     table(
       [`${r.setup.windowSeconds} s window`, ...r.concurrentReadsPerSecond.map((_, i) => `${i + 1}`), 'last / first'],

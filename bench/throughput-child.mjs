@@ -20,7 +20,7 @@ let extra
 try {
   // Open every connection first (one read per reader at once): connecting is not what we measure.
   await Promise.all(Array.from({ length: spec.readers }, read))
-  result = await throughput({ readers: spec.readers, warmupMs: spec.warmupMs, durationMs: spec.durationMs, read })
+  result = await throughput({ readers: spec.readers, warmupMs: spec.warmupMs, durationMs: spec.durationMs, windowMs: spec.windowMs, read })
 } finally {
   extra = await close()
   await cleanupAll()

@@ -35,6 +35,7 @@ const QUESTIONS = [
   'classifier-cost',
   'memory',
   'pool-aging',
+  'router-queue',
   'bring-up',
 ]
 const NO_CLUSTER = new Set(['classifier-cost', 'bring-up'])

@@ -247,18 +247,20 @@ follow.run()
 const errors = suite('error classes for routing')
 
 const cases = [
-  // code, never connected, lost, read-only, recovery conflict, auth, retryable read
-  [{ code: 'ECONNREFUSED' }, [true, false, false, false, false, true]],
-  [{ code: 'CONNECT_TIMEOUT' }, [true, false, false, false, false, true]],
-  [{ code: '57P03' }, [true, false, false, false, false, true]],
-  [{ code: 'CONNECTION_CLOSED' }, [false, true, false, false, false, true]],
-  [{ code: '57P01' }, [false, true, false, false, false, true]],
-  [{ code: '25006' }, [false, false, true, false, false, true]],
-  [{ code: '40001', message: 'canceling statement due to conflict with recovery' }, [false, false, false, true, false, true]],
+  // code, never connected, lost, read-only, recovery conflict, auth, too many clients
+  [{ code: 'ECONNREFUSED' }, [true, false, false, false, false, false]],
+  [{ code: 'CONNECT_TIMEOUT' }, [true, false, false, false, false, false]],
+  [{ code: 'PGFOLLOW_CHECK_TIMEOUT' }, [true, false, false, false, false, false]],
+  [{ code: '57P03' }, [true, false, false, false, false, false]],
+  [{ code: '53300' }, [false, false, false, false, false, true]],
+  [{ code: 'CONNECTION_CLOSED' }, [false, true, false, false, false, false]],
+  [{ code: '57P01' }, [false, true, false, false, false, false]],
+  [{ code: '25006' }, [false, false, true, false, false, false]],
+  [{ code: '40001', message: 'canceling statement due to conflict with recovery' }, [false, false, false, true, false, false]],
   [{ code: '40001', message: 'could not serialize access' }, [false, false, false, false, false, false]],
   [{ code: '28P01' }, [false, false, false, false, true, false]],
   [{ code: '42P01' }, [false, false, false, false, false, false]],
-  [{ code: 'PGFOLLOW_READ_TIMEOUT' }, [false, false, false, false, false, true]],
+  [{ code: 'PGFOLLOW_READ_TIMEOUT' }, [false, false, false, false, false, false]],
 ]
 for (const [error, expected] of cases) {
   errors(`classifies ${error.code}${error.message ? ` (${error.message})` : ''}`, () => {
@@ -268,7 +270,7 @@ for (const [error, expected] of cases) {
       failures.readOnlyRefusal(error),
       failures.recoveryConflict(error),
       failures.authenticationFailure(error),
-      failures.retryableRead(error),
+      failures.tooManyClients(error),
     ]
     assert.equal(got, expected)
   })

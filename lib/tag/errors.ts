@@ -50,6 +50,13 @@ export class NoReplicaError extends PgfollowError {
   }
 }
 
+/** A statement pinned to replicas (or streamed to one) turned out to write; it ran nowhere. */
+export class WriteOnReplicaError extends PgfollowError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PGFOLLOW_WRITE_ON_REPLICA', message, options)
+  }
+}
+
 /** Bringing up, stopping or inspecting a local cluster failed. */
 export class ClusterError extends PgfollowError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -13,13 +13,13 @@ const code = (error: unknown): string => String((error as ErrorLike)?.code ?? ''
 const NEVER_CONNECTED = new Set([
   'ECONNREFUSED',
   'CONNECT_TIMEOUT',
+  'PGFOLLOW_CHECK_TIMEOUT',
   'ENOTFOUND',
   'EHOSTUNREACH',
   'ENETUNREACH',
   'EAI_AGAIN',
   'EADDRNOTAVAIL',
   '57P03', // cannot_connect_now: starting up or shutting down
-  '53300', // too_many_connections
   '08001', // sqlclient_unable_to_establish_sqlconnection
   '08004', // sqlserver_rejected_establishment_of_sqlconnection
 ])
@@ -46,10 +46,22 @@ export function connectionLost(error: unknown): boolean {
   return CONNECTION_LOST.has(code(error))
 }
 
-/** Either way the node is unreachable right now. */
+/** Either way the node is unreachable right now (a full server, 53300, is not unreachable). */
 export function nodeUnreachable(error: unknown): boolean {
   return neverConnected(error) || connectionLost(error)
 }
+
+/** 53300: the server is up but has no connection slot left (max_connections). */
+export function tooManyClients(error: unknown): boolean {
+  return code(error) === '53300'
+}
+
+/** Timeout codes, one per purpose. */
+export const CONNECT_TIMEOUT = 'CONNECT_TIMEOUT'
+/** A read on the wire got no answer for readTimeout and its node failed the monitor's check too. */
+export const READ_TIMEOUT = 'PGFOLLOW_READ_TIMEOUT'
+/** A health or role check (the monitor, leader discovery, a replay-position probe) got no answer in time. */
+export const CHECK_TIMEOUT = 'PGFOLLOW_CHECK_TIMEOUT'
 
 /** SQLSTATE 25006: a hot standby (or a demoted leader) refused a write. */
 export function readOnlyRefusal(error: unknown): boolean {
@@ -66,9 +78,4 @@ export function recoveryConflict(error: unknown): boolean {
 export function authenticationFailure(error: unknown): boolean {
   const sqlstate = code(error)
   return sqlstate === '28P01' || sqlstate === '28000'
-}
-
-/** A read that failed this way may be retried on another node. */
-export function retryableRead(error: unknown): boolean {
-  return nodeUnreachable(error) || readOnlyRefusal(error) || recoveryConflict(error) || code(error) === 'PGFOLLOW_READ_TIMEOUT'
 }

@@ -8,6 +8,7 @@
  * alive on its own.
  */
 import { type FollowVerdict, judgeFollowing, judgeWithoutLeader, leaderView, replicaView } from './follow.ts'
+import { CHECK_TIMEOUT } from './failures.ts'
 import { lsnDistance, maxLsn, parseLsn } from './lsn.ts'
 import type { ClusterNode } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
@@ -32,11 +33,11 @@ interface LeaderSample {
   at: number
 }
 
-/** Rejects after `ms` unless the promise settles first. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** Rejects after `ms` unless the promise settles first; `code` names the purpose of the timeout. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string, code = CHECK_TIMEOUT): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(Object.assign(new Error(`${what} did not answer within ${ms} ms`), { code: 'PGFOLLOW_READ_TIMEOUT' })), ms)
+    timer = setTimeout(() => reject(Object.assign(new Error(`${what} did not answer within ${ms} ms`), { code })), ms)
   })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }

@@ -6,5 +6,14 @@ export type { NodeStatus } from './router.ts'
 export { type Balance, BALANCES, type ConnectOptions } from './options.ts'
 export { type Classification, classifyStatement, type StatementKind } from './classify.ts'
 export { type ClusterDescriptor, DEFAULT_CLUSTER_DIR, descriptorPath, loadDescriptor, validateDescriptor } from './descriptor.ts'
-export { ClusterError, ConfigError, LeaderUnavailableError, NoReplicaError, PgfollowError, redactUrl, ReplayTimeoutError } from './errors.ts'
+export {
+  ClusterError,
+  ConfigError,
+  LeaderUnavailableError,
+  NoReplicaError,
+  PgfollowError,
+  redactUrl,
+  ReplayTimeoutError,
+  WriteOnReplicaError,
+} from './errors.ts'
 export { formatLsn, lsnDistance, parseLsn } from './lsn.ts'

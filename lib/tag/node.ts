@@ -1,14 +1,20 @@
 /**
- * One node of the cluster as the sql tag sees it: a postgres.js pool for
- * statements, a one-connection client for the monitor (so health checks do
- * not queue behind a busy pool), and what we know of its health.
+ * One node of the cluster as the sql tag sees it: a postgres.js pool (its
+ * lanes run routed statements; transactions, reserve() and COPY use the
+ * rest), a one-connection client for the monitor (so health checks do not
+ * queue behind a busy pool), and what we know of its health.
  */
+import { connect as connectSocket } from 'node:net'
 import postgres from 'postgres'
 import { redactMessage, redactUrl } from './errors.ts'
 import { authenticationFailure } from './failures.ts'
 import type { FollowProblem } from './follow.ts'
+import type { NodeLanes } from './lanes.ts'
 import type { NormalizedOptions } from './options.ts'
 import type { PoolOptions } from './pool-options.ts'
+import { guardTransactions, type PgQuery } from './postgres-internals.ts'
+
+export type { PgQuery } from './postgres-internals.ts'
 
 /**
  * healthy: may serve reads; retired: too far behind (lag); banned / down:
@@ -16,30 +22,6 @@ import type { PoolOptions } from './pool-options.ts'
  * (lib/tag/follow.ts), so it serves no reads whatever its lag.
  */
 export type NodeState = 'healthy' | 'retired' | 'banned' | 'down' | FollowProblem
-
-/** The internals of a postgres.js Query the router relies on. */
-export interface PgQuery extends Promise<unknown> {
-  strings: string[] & { raw?: readonly string[] }
-  args: unknown[]
-  tagged: boolean
-  handler: ((query: PgQuery) => unknown) & { debug?: unknown }
-  canceller: unknown
-  options: Record<string, unknown> & { onexecute?: (connection: { execute(query: PgQuery): boolean }) => unknown }
-  resolve: (value: unknown) => void
-  reject: (error: unknown) => void
-  executed: boolean
-  /** Set by postgres.js when the query is written to a connection; unset while it waits for one. */
-  state?: unknown
-  cancel(): unknown
-  isRaw?: boolean | 'values'
-  cursorFn?: unknown
-  forEachFn?: unknown
-  cursorRows?: number
-  /** COPY: resolves with a stream (`.readable()` / `.writable()`). */
-  streaming?: boolean
-  /** Cancelled before it was sent: true (postgres.js has rejected it already). */
-  cancelled?: unknown
-}
 
 /** Consecutive failures after which a node counts as down rather than banned. */
 const DOWN_AFTER_FAILURES = 3
@@ -58,6 +40,10 @@ export class ClusterNode {
   readonly weight: number
   readonly pool: postgres.Sql
   readonly monitor: postgres.Sql
+  /** The function catalog's reads (shared per process like the monitor's, and never keeping it alive). */
+  readonly catalogClient: postgres.Sql
+  /** Connections reserved for routed statements; set by the router. */
+  lanes!: NodeLanes
   /** The pool's own query handler and canceller, taken from an unexecuted query. */
   readonly handler: PgQuery['handler']
   readonly canceller: unknown
@@ -106,7 +92,10 @@ export class ClusterNode {
   refreshing: Promise<void> | null = null
 
   inFlight = 0
+  /** Statements answered (outside transactions). */
   served = 0
+  /** Transactions committed. */
+  transactions = 0
   errors = 0
 
   constructor(url: string, weight: number, options: NormalizedOptions, pools: PoolOptions, name?: string) {
@@ -116,18 +105,24 @@ export class ClusterNode {
     this.url = url
     this.safeUrl = redactUrl(url)
     this.weight = weight
-    this.pool = pools.pool(url)
+    // Known once the pool exists (the guard wraps it); the pool's onclose needs it before.
+    let closedTransaction = (_id: number): void => {}
+    const transactionClosed = (id: number) => closedTransaction(id)
+    // Lanes take up to inFlight connections; transactions, reserve() and COPY keep postgres.js's own max beside them.
+    this.pool = pools.pool(url, {
+      extraConnections: options.inFlight,
+      onclose: (id) => {
+        this.lanes?.closed(id)
+        transactionClosed(id)
+      },
+    })
+    closedTransaction = guardTransactions(this.pool)
     // The monitor is pgfollow's own: none of the user's hooks, types or transforms,
     // but the same way to reach the server (TLS, socket).
-    const { ssl, socket, path, keep_alive } = options.postgres as Record<string, never>
-    this.monitor = postgres(url, {
-      ...definedOnly({ ssl, socket, path, keep_alive }),
-      max: 1,
-      onnotice: () => {},
-      fetch_types: false,
-      connect_timeout: options.connectTimeout / 1000,
-      connection: { application_name: 'pgfollow-monitor' },
-    })
+    const { ssl, socket, path, keep_alive, idle_timeout } = options.postgres as Record<string, never>
+    const reach = definedOnly({ ssl, socket, path, keep_alive, idle_timeout })
+    this.monitor = acquireMonitor(url, options.connectTimeout / 1000, reach, 'pgfollow-monitor')
+    this.catalogClient = acquireMonitor(url, options.connectTimeout / 1000, reach, 'pgfollow-catalog')
     const probe = this.pool`` as unknown as PgQuery
     this.handler = probe.handler
     this.canceller = probe.canceller
@@ -172,9 +167,75 @@ export class ClusterNode {
 
   /** Ends the pool as postgres.js would (`timeout` in seconds; none: wait for statements in flight). */
   async end(timeout?: number | null): Promise<void> {
+    this.lanes?.end()
     // The monitor's checks are bounded by their own timeouts: nothing of the user's waits on them.
-    await Promise.all([this.pool.end({ timeout: timeout ?? undefined }), this.monitor.end({ timeout: 1 })])
+    await Promise.all([this.pool.end({ timeout: timeout ?? undefined }), releaseMonitor(this.monitor), releaseMonitor(this.catalogClient)])
   }
+}
+
+/**
+ * Monitor clients, one per server and settings, shared by every `connect()`
+ * in the process: 200 tags on one cluster hold one monitor connection per
+ * node, not 200 (max_connections is 100 by default).
+ */
+const monitors = new Map<string, { sql: postgres.Sql; users: number }>()
+const monitorKeys = new WeakMap<postgres.Sql, string>()
+
+function acquireMonitor(url: string, connectTimeoutSeconds: number, reach: Record<string, unknown>, application: string): postgres.Sql {
+  // A user's own socket factory or TLS objects make a client of its own (they may differ per tag).
+  const shareable = Object.values(reach).every((value) => value === undefined || typeof value !== 'object' && typeof value !== 'function')
+  const key = shareable ? JSON.stringify([url, connectTimeoutSeconds, reach, application]) : `${url}#${Math.random()}`
+  let entry = monitors.get(key)
+  if (!entry) {
+    const sql = postgres(url, {
+      ...reach,
+      max: 1,
+      onnotice: () => {},
+      fetch_types: false,
+      connect_timeout: connectTimeoutSeconds,
+      // No lifetime timer either: a timer would hold the process open as a socket would.
+      max_lifetime: null,
+      connection: { application_name: application },
+      // The monitor never keeps the process alive: its socket is unref'd (postgres.js writes once it connects).
+      socket: (reach.socket as never) ?? (({ host, port, path }: { host: string[]; port: number[]; path?: string }) => {
+        const socket = path ? connectSocket(path) : connectSocket(port[0], host[0])
+        socket.unref?.()
+        return socket
+      }),
+    } as postgres.Options<Record<string, postgres.PostgresType>>)
+    entry = { sql: coalescing(sql), users: 0 }
+    monitors.set(key, entry)
+    monitorKeys.set(entry.sql, key)
+  }
+  entry.users++
+  return entry.sql
+}
+
+async function releaseMonitor(sql: postgres.Sql): Promise<void> {
+  const key = monitorKeys.get(sql)!
+  const entry = monitors.get(key)
+  if (!entry || --entry.users > 0) return
+  monitors.delete(key)
+  await sql.end({ timeout: 1 })
+}
+
+/**
+ * The client with `unsafe(text)` shared while in flight: the tags of one
+ * process ask each node one question per round, however many there are.
+ */
+function coalescing(sql: postgres.Sql): postgres.Sql {
+  const inFlight = new Map<string, Promise<unknown>>()
+  const unsafe = (text: string, ...rest: unknown[]) => {
+    if (rest.length > 0) return (sql.unsafe as (...args: unknown[]) => unknown)(text, ...rest)
+    let answer = inFlight.get(text)
+    if (!answer) {
+      answer = Promise.resolve(sql.unsafe(text)).finally(() => inFlight.delete(text))
+      inFlight.set(text, answer)
+    }
+    return answer
+  }
+  const tag = (...args: unknown[]) => (sql as unknown as (...a: unknown[]) => unknown)(...args)
+  return Object.assign(tag, { unsafe, end: sql.end }) as unknown as postgres.Sql
 }
 
 function definedOnly(options: Record<string, unknown>): Record<string, unknown> {

@@ -37,10 +37,22 @@ export interface ConnectOptions<T extends Record<string, postgres.PostgresType> 
    * Default: `postgres.connect_timeout` (seconds) when given, else 2000.
    */
   connectTimeout?: number
-  /** A replica read unanswered for this long is retried elsewhere and the replica banned, ms (0: never). */
+  /**
+   * A replica read on the wire this long, on a node that also stopped
+   * answering the monitor, is retried elsewhere and the node banned, ms (0:
+   * never). A slow read on a live node is left to finish.
+   */
   readTimeout?: number
   /** Exponential back-off of a failing node: first and longest ban, ms. */
   ban?: { base?: number; max?: number }
+  /**
+   * Statements the router keeps on the wire per node (one per connection);
+   * the rest wait in the router's queue for the next free node. Default:
+   * `postgres.max` (10).
+   */
+  inFlight?: number
+  /** Reads pipelined on one connection of a replica at most (writes always run alone). Default 4. */
+  pipeline?: number
   /**
    * Volatile functions that only read, so statements calling them (or views
    * that call them) may run on replicas: `'name'` (any schema) or
@@ -71,6 +83,8 @@ export interface NormalizedOptions {
   readTimeout: number
   ban: { base: number; max: number }
   readOnlyFunctions: string[]
+  inFlight: number
+  pipeline: number
   postgres: postgres.Options<Record<string, postgres.PostgresType>>
 }
 
@@ -85,6 +99,8 @@ const DEFAULTS = {
   readTimeout: 10_000,
   banBase: 250,
   banMax: 5_000,
+  inFlight: 10,
+  pipeline: 4,
 }
 
 /** `connect()` / `connect('file.json')` / `connect({ ... })` → one normalised object. */
@@ -118,6 +134,8 @@ export function normalizeOptions(input?: string | ConnectOptions<Record<string, 
       max: positive('ban.max', options.ban?.max ?? DEFAULTS.banMax),
     },
     readOnlyFunctions: functionNames('readOnlyFunctions', options.readOnlyFunctions ?? []),
+    inFlight: positiveInteger('inFlight', options.inFlight ?? options.postgres?.max ?? DEFAULTS.inFlight),
+    pipeline: positiveInteger('pipeline', options.pipeline ?? DEFAULTS.pipeline),
     postgres: options.postgres ?? {},
   }
 }
@@ -141,6 +159,11 @@ function resolveDescriptor(options: ConnectOptions<Record<string, postgres.Postg
 
 function positive(name: string, value: number): number {
   if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) throw new ConfigError(`${name} must be a positive number, not ${value}.`)
+  return value
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!(Number.isInteger(value) && value > 0)) throw new ConfigError(`${name} must be a positive integer, not ${value}.`)
   return value
 }
 

@@ -1,27 +1,17 @@
 /**
- * Statements handed to a pool and not yet answered, for the router's one
- * sweeper, which gives up on those that waited too long. Built so that a
- * statement costs nothing but a few stores on its way in and out:
- *
- * - A table of reusable slots, not a Set of small records. At tens of
- *   thousands of statements a second a Set kept finished statements (and
- *   their results) reachable from old space, so V8 promoted them and ran a
- *   full mark-compact every few hundred milliseconds (23 in 4 s, against
- *   none for raw postgres.js). A settled statement's slot is cleared at once.
- * - No clock read per statement. A statement records how many sweeps had
- *   run when it came; the sweeper keeps the times of recent sweeps, and a
- *   statement that came after sweep k has surely waited since sweep k + 1.
- *   That bound is never more than the real wait, so nothing is given up
- *   early; it is at most one sweep interval less, so a timeout fires at
- *   most two intervals late. (Date.now() was a third of the router's own
- *   time per statement.)
+ * Statements on the wire and not yet answered, for the router's one
+ * sweeper, which gives up on those that waited too long. A table of
+ * reusable slots cleared as soon as a statement settles, and no clock read
+ * per statement: a statement records how many sweeps had run when it came,
+ * so its wait is known to within one sweep and never overstated. Why it is
+ * built this way: BENCHMARKS.md, "What the profiling found and fixed".
  */
-import type { ClusterNode, PgQuery } from './node.ts'
+import type { ClusterNode } from './node.ts'
 
 const INITIAL_SLOTS = 256
 
-export class PendingStatements {
-  #attempts: (PgQuery | null)[] = new Array(INITIAL_SLOTS).fill(null)
+export class PendingStatements<T extends object> {
+  #attempts: (T | null)[] = new Array(INITIAL_SLOTS).fill(null)
   #nodes: (ClusterNode | null)[] = new Array(INITIAL_SLOTS).fill(null)
   /** The number of sweeps that had run when the statement came. */
   #cameAfterSweep = new Int32Array(INITIAL_SLOTS)
@@ -43,7 +33,7 @@ export class PendingStatements {
   }
 
   /** Registers a statement sent now; returns its slot, for `remove`. */
-  add(attempt: PgQuery, node: ClusterNode, replicaRead: boolean): number {
+  add(attempt: T, node: ClusterNode, replicaRead: boolean): number {
     if (this.#free === 0) this.#grow()
     const slot = this.#freeSlots[--this.#free]
     this.#attempts[slot] = attempt
@@ -66,7 +56,7 @@ export class PendingStatements {
    * Records a sweep at `now`, then calls `visit` for every statement still
    * pending with how long it has waited at least (it may `remove` the one it visits).
    */
-  sweep(now: number, visit: (attempt: PgQuery, node: ClusterNode, waitedAtLeast: number, replicaRead: boolean) => void): void {
+  sweep(now: number, visit: (attempt: T, node: ClusterNode, waitedAtLeast: number, replicaRead: boolean) => void): void {
     const kept = this.#sweepTimes.length
     this.#sweeps++
     this.#sweepTimes[this.#sweeps % kept] = now

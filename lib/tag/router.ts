@@ -1,66 +1,39 @@
 /**
- * The router decides where each statement runs and makes failures on the
- * way invisible where that is safe: a read that meets a dead, lagging or
- * read-only node is retried elsewhere; a write goes to the leader, and is
- * retried only when it surely never ran. It owns the nodes, the monitor and
- * the health events.
+ * The router decides where each statement runs and owns the queue: it
+ * hands a node only what one of its lanes (connections reserved for routed
+ * statements) can run now, and the next free node takes the next
+ * statement. Failures on the way are made invisible where that is safe, as
+ * the retry policy decides. Leadership and the monitor live beside it.
  */
 import { EventEmitter } from 'node:events'
-import { createPicker, type Picker } from './balance.ts'
+import { createPicker } from './balance.ts'
 import { FunctionCatalog } from './catalog.ts'
 import { type Classification, classifyStatement, type StatementKind } from './classify.ts'
-import { ConfigError, LeaderUnavailableError, NoReplicaError } from './errors.ts'
-import { authenticationFailure, connectionLost, neverConnected, nodeUnreachable, readOnlyRefusal, retryableRead } from './failures.ts'
-import { Monitor, unrefTimer, withTimeout } from './health.ts'
+import { LeaderUnavailableError, NoReplicaError } from './errors.ts'
+import { neverConnected, nodeUnreachable, READ_TIMEOUT } from './failures.ts'
+import { Monitor, unrefTimer } from './health.ts'
+import { Job, type RouteContext } from './job.ts'
+import { type Lane, NodeLanes } from './lanes.ts'
+import { Leadership } from './leadership.ts'
 import { maxLsn, parseLsn } from './lsn.ts'
-import { ClusterNode, type NodeState, type PgQuery } from './node.ts'
+import { ClusterNode, type NodeState } from './node.ts'
 import type { NormalizedOptions } from './options.ts'
 import { PendingStatements } from './pending.ts'
 import { PoolOptions } from './pool-options.ts'
 import { LEADER_POSITION, REPLICA_POSITION } from './queries.ts'
-import type { SessionPosition } from './session.ts'
-import { afterStream, streams } from './streams.ts'
+import { afterStream } from './streams.ts'
+import { checkPostgresInternals, type PgQuery } from './postgres-internals.ts'
+import { type Action, decide, failureError } from './retry-policy.ts'
+import { ReplicaChoice } from './replica-choice.ts'
+import { Waiting } from './waiting.ts'
 
-/** Where a tag sends statements: by classification, or pinned. */
-export interface RouteContext {
-  intent: 'auto' | 'leader' | 'replica'
-  session?: SessionPosition
-}
+export type { RouteContext } from './job.ts'
 
 /** A position no replica reaches: the session reads from the leader until it learns a real one. */
 const UNREACHABLE_POSITION = (1n << 64n) - 1n
 const MAX_CACHED_TEXTS = 5_000
 const NOTHING_TRIED: readonly ClusterNode[] = []
 const LEADER_ONLY: Classification = { kind: 'write', reason: 'a replica refused it as read-only (25006)' }
-
-/**
- * One statement on its way, across retries. A class rather than an object
- * literal, and nothing else per statement is a literal either: V8 tracks
- * each literal's allocation site, and once a burst (100 statements queued
- * while the pools connect) finds most of a site's objects alive, it
- * allocates that site's objects in old space from then on. Dead jobs there
- * kept their statements and results alive through every young collection,
- * and the process ran a full mark-compact every few hundred milliseconds
- * (BENCHMARKS.md, "What the profiling found and fixed").
- */
-class Job {
-  readonly query: PgQuery
-  readonly resolve: (value: unknown) => void
-  readonly reject: (error: unknown) => void
-  readonly ctx: RouteContext
-  kind: StatementKind
-  /** Nodes this statement ran on and failed (a few at most: an array beats a Set). */
-  tried: readonly ClusterNode[] = NOTHING_TRIED
-  leaderRetried = false
-
-  constructor(query: PgQuery, ctx: RouteContext, kind: StatementKind) {
-    this.query = query
-    this.resolve = query.resolve
-    this.reject = query.reject
-    this.ctx = ctx
-    this.kind = kind
-  }
-}
 
 /** What `sql.status()` reports per node. */
 export interface NodeStatus {
@@ -71,13 +44,20 @@ export interface NodeStatus {
   lagBytes: number
   lagMs: number
   inFlight: number
+  /** Statements answered, outside transactions. */
   served: number
+  /** Transactions committed. */
+  transactions: number
   errors: number
   lastError: string | null
 }
 
-/** An error with a code the failure classes know. */
-function timeoutError(message: string, code: string): Error {
+/** An ErrorResponse from the server (postgres.js's PostgresError carries its severity), not a broken connection. */
+function isServerError(error: unknown): boolean {
+  return typeof (error as { severity?: unknown })?.severity === 'string' && !nodeUnreachable(error)
+}
+
+function codedError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code })
 }
 
@@ -86,13 +66,12 @@ export class Router extends EventEmitter {
   readonly nodes: ClusterNode[]
   /** The postgres.js options every node's pool shares; `sql.options` is its view. */
   readonly poolOptions: PoolOptions
-  leader: ClusterNode
   /** postgres.js's Query class, to recognise fragments nested in a statement. */
   readonly Query: new (...args: never[]) => PgQuery
   /** postgres.js's Identifier (`sql('name')`) and Builder (`sql(row)`, `sql(['a', 'b'])`): they put names into the text. */
   readonly #Identifier: new (...args: never[]) => { value: string }
   readonly #Builder: new (...args: never[]) => { build(before: string, parameters: unknown[], types: unknown[], options: unknown): unknown }
-  readonly #pick: Picker
+  readonly #leadership: Leadership
   readonly #monitor: Monitor
   /** What the leader's catalog says about functions and views; its version invalidates the two caches below. */
   readonly #catalog: FunctionCatalog
@@ -101,12 +80,12 @@ export class Router extends EventEmitter {
   readonly #kindByText = new Map<string, Classification>()
   /** Statements a replica refused as read-only (25006): they go to the leader from now on. */
   readonly #leaderOnlyTexts = new Set<string>()
-  #discovery: Promise<ClusterNode | null> | null = null
-  #ended = false
-  /** Reused by #pickReplica: picking allocates nothing per statement. */
-  readonly #candidates: ClusterNode[] = []
-  /** Statements handed to a pool and not yet answered, watched by one sweeper instead of timers each. */
-  readonly #pending: PendingStatements
+  /** Reads waiting for a replica lane, and statements waiting for the leader's. */
+  readonly #reads = new Waiting<Job>()
+  readonly #forLeader = new Waiting<Job>()
+  readonly #replicas: ReplicaChoice
+  /** Statements on the wire, watched by one sweeper instead of a timer each. */
+  readonly #pending: PendingStatements<Job>
   readonly #sweeper: ReturnType<typeof setInterval>
 
   constructor(options: NormalizedOptions) {
@@ -117,27 +96,46 @@ export class Router extends EventEmitter {
       new ClusterNode(options.leader, 1, options, this.poolOptions),
       ...options.replicas.map((url, i) => new ClusterNode(url, options.weights[i], options, this.poolOptions)),
     ]
-    this.leader = this.nodes[0]
-    this.Query = Object.getPrototypeOf(this.leader.pool``).constructor
-    this.#Identifier = Object.getPrototypeOf(this.leader.pool('name')).constructor
-    this.#Builder = Object.getPrototypeOf(this.leader.pool({})).constructor
+    this.Query = checkPostgresInternals(this.nodes[0].pool)
+    this.#Identifier = Object.getPrototypeOf(this.nodes[0].pool('name')).constructor
+    this.#Builder = Object.getPrototypeOf(this.nodes[0].pool({})).constructor
+    for (const node of this.nodes) this.#addLanes(node)
+    this.#leadership = new Leadership(this, () => this.#monitor.patroni?.follow())
     this.#catalog = new FunctionCatalog({
-      // The leader's pool, not its monitor connection: a slow catalog read must not delay a health check.
-      connection: () => (this.leaderUsable ? this.leader.pool : null),
+      // A client of its own, not the monitor's (a slow catalog read must not delay a health check) and not the
+      // pool's (shared per process and unref'd: 200 tags hold one, and an unused tag lets the process exit).
+      connection: () => (this.leaderUsable ? this.leader.catalogClient : null),
       readOnlyFunctions: options.readOnlyFunctions,
       monitorInterval: options.monitorInterval,
       connectTimeout: options.connectTimeout,
     })
     this.#catalog.start()
-    this.#pick = createPicker(options.balance)
+    this.#replicas = new ReplicaChoice(this.nodes, () => this.leader, options, createPicker(options.balance))
     this.#monitor = new Monitor(this)
     this.#monitor.start()
-    const bounds = [options.connectTimeout, options.readTimeout].filter((ms) => ms > 0)
-    // 20 sweeps per (shortest) timeout: a statement's wait is known to within a sweep, so timeouts fire at most ~10 % late.
-    const sweepEvery = Math.max(5, Math.min(...bounds) / 20)
-    this.#pending = new PendingStatements(Math.ceil(Math.max(...bounds) / sweepEvery) + 2)
+    this.on('retire', () => this.#rerouteReads(false))
+    // A replica back in the reads takes what waits for it.
+    this.on('restore', ({ name }: { name: string }) => {
+      const node = this.nodes.find((candidate) => candidate.name === name)
+      if (node) this.#pump(node)
+      if (this.#reads.length > 0) this.#rerouteReads(false)
+    })
+    // 20 sweeps per readTimeout: a read's time on the wire is known to within a sweep.
+    const sweepEvery = Math.max(5, (options.readTimeout || 1_000) / 20)
+    this.#pending = new PendingStatements(Math.ceil((options.readTimeout || 1_000) / sweepEvery) + 2)
     this.#sweeper = setInterval(() => this.#sweep(), sweepEvery)
     unrefTimer(this.#sweeper)
+  }
+
+  #addLanes(node: ClusterNode): void {
+    node.lanes = new NodeLanes(node.pool, this.options.inFlight, this.options.pipeline, 2 * this.options.connectTimeout, {
+      free: () => this.#pump(node),
+      failed: (error) => this.#laneFailed(node, error),
+    })
+  }
+
+  get leader(): ClusterNode {
+    return this.#leadership.leader
   }
 
   /** The pool new statements are created with (any pool would do; they are routed on execution). */
@@ -153,20 +151,19 @@ export class Router extends EventEmitter {
     // Statements pinned to the leader are classified too (a cached lookup), so DDL sent there refreshes the catalog.
     let kind: StatementKind = ctx.intent === 'replica' ? 'read' : this.kindOf(query)
     if (ctx.intent === 'leader') kind = 'write'
-    this.#run(new Job(query, ctx, kind), query)
+    if (query.streaming) return this.#copy(query, kind, ctx)
+    const job = new Job(query, ctx, kind)
+    job.onSettle = (attempt, ok, value) => this.#settled(job, attempt, ok, value)
+    this.#run(job)
   }
 
-  /**
-   * Sends one attempt on its way. Plain statements are routed synchronously
-   * (no promise per statement on the hot path); only a session read, which
-   * may wait for a replica to catch up, goes through async code.
-   */
-  #run(job: Job, attempt: PgQuery): void {
+  /** Sends a job on its way: synchronously, except a session read, which may wait for a replica. */
+  #run(job: Job): void {
     try {
-      if (job.kind === 'write') this.#dispatch(job, attempt, this.requireLeader())
-      else if (this.#monitor.starting) this.#monitor.starting.then(() => this.#run(job, attempt))
-      else if (job.ctx.session) this.#runSessionRead(job, attempt).catch((error) => job.reject(error))
-      else this.#dispatch(job, attempt, this.#readNode(job, this.#pickReplica(null, job.tried)))
+      if (job.kind === 'write') this.#toLeader(job, this.requireLeader())
+      else if (this.#monitor.starting) this.#monitor.starting.then(() => this.#run(job))
+      else if (job.ctx.session) this.#runSessionRead(job).catch((error) => job.reject(error))
+      else this.#toReplica(job)
     } catch (error) {
       job.reject(error)
     }
@@ -262,23 +259,65 @@ export class Router extends EventEmitter {
     if (query.tagged && !this.#hasNames(query.args)) this.#kindByStrings.set(query.strings, LEADER_ONLY)
   }
 
-  async #runSessionRead(job: Job, attempt: PgQuery): Promise<void> {
+  async #runSessionRead(job: Job): Promise<void> {
     const position = await job.ctx.session!.settled()
-    let node = this.#pickReplica(position, job.tried)
-    if (!node && position !== null && this.#hasCandidate(job.tried)) node = await this.#waitForReplica(position, job.tried)
-    this.#dispatch(job, attempt, this.#readNode(job, node))
+    job.position = position
+    if (!this.#replicas.hasEligible(position, job.tried) && position !== null && this.#replicas.hasCandidate(job.tried)) {
+      await this.#replicas.waitForReplay(position, job.tried)
+    }
+    this.#toReplica(job)
   }
 
-  /** The picked replica, else the leader when that is allowed, else an error that says why. */
-  #readNode(job: Job, picked: ClusterNode | null): ClusterNode {
-    if (picked) return picked
+  /**
+   * The balancing policy picks among eligible replicas with room (an idle
+   * lane, or fewer lanes than the limit). An idle lane runs the read now;
+   * otherwise the read waits in line and the picked node opens a lane, and
+   * whichever lane frees first takes the read. All full: it waits in line.
+   */
+  #toReplica(job: Job): void {
+    const node = this.#replicas.pickWithRoom(job.position, job.tried)
+    if (node) {
+      const lane = node.lanes.take(false)
+      if (lane) return this.#send(job, node, lane)
+      if (node.lanes.canOpenNow) node.lanes.open()
+      return this.#reads.push(job)
+    }
+    if (this.#replicas.hasEligible(job.position, job.tried)) return this.#reads.push(job)
+    this.#toLeader(job, this.#readFallback(job))
+  }
+
+  #toLeader(job: Job, leader: ClusterNode): void {
+    const lane = leader.lanes.take(true)
+    if (lane) return this.#send(job, leader, lane)
+    this.#forLeader.push(job)
+    if (leader.lanes.canOpenNow && leader.lanes.opening < this.#forLeader.length) leader.lanes.open()
+  }
+
+  /** A lane of `node` is free: it takes the next statement it may run. */
+  #pump(node: ClusterNode): void {
+    const leader = node === this.leader
+    // On the leader every statement runs alone on its lane; replicas pipeline reads.
+    while (node.lanes.hasRoom(leader)) {
+      const job = leader ? this.#forLeader.take(() => true) : this.#reads.take((job) => this.#replicas.mayRead(node, job.position, job.tried))
+      if (!job) return
+      this.#send(job, node, node.lanes.take(leader)!)
+    }
+    // Lanes open a few at a time: while statements still wait, the next one opens.
+    if (node.lanes.canOpenNow && (leader ? this.#forLeader.length : this.#reads.length) > node.lanes.opening) node.lanes.open()
+  }
+
+  /** The leader for a read no replica may serve, or an error that says why. */
+  #readFallback(job: Job): ClusterNode {
     const refused = this.nodes.filter((candidate) => candidate.loginRefused)
     if (refused.length > 0 && refused.length === this.nodes.filter((candidate) => candidate.failures > 0).length && !this.leaderUsable) {
-      throw this.#loginRefused(refused)
+      throw this.#leadership.loginRefused(refused)
     }
-    if (!this.options.fallback && !this.#hasCandidate(NOTHING_TRIED)) {
+    if (!this.options.fallback) {
+      const why = job.position !== null && this.#replicas.hasCandidate(job.tried)
+        ? `no replica replayed this session's position within sessionWait (${this.options.sessionWait} ms)`
+        : 'no healthy replica can serve this read'
       throw new NoReplicaError(
-        'No healthy replica can serve this read and fallback is off. Check `sql.status()` for why the replicas are out, or connect with `fallback: true` to read from the leader meanwhile.',
+        `${why}, and fallback is off, so the leader is not asked. Check \`sql.status()\` for why the replicas are out, raise sessionWait, or connect with \`fallback: true\` to read from the leader meanwhile.`,
       )
     }
     if (!this.leaderUsable || job.tried.includes(this.leader)) {
@@ -287,287 +326,252 @@ export class Router extends EventEmitter {
     return this.leader
   }
 
-  get leaderUsable(): boolean {
-    return this.leader.failures === 0 && this.leader.inRecovery !== true
-  }
-
-  #leaderUnavailable(cause?: unknown): LeaderUnavailableError {
-    const leader = this.leader
-    const why = leader.inRecovery === true
-      ? `${leader.safeUrl} is in recovery (a replica) and no other node accepts writes`
-      : `the leader ${leader.safeUrl} does not answer${leader.lastError ? ` (${leader.lastError})` : ''}`
-    return new LeaderUnavailableError(
-      `No leader accepts writes: ${why}. Reads still go to replicas. Promote a replica (npx zx scripts/failover.mjs) or bring the leader back; writes resume by themselves once a leader answers.`,
-      { cause },
-    )
-  }
-
-  /** Healthy replicas not yet tried for this statement. */
+  /** Healthy replicas not yet tried for a statement. */
   readCandidates(tried: readonly ClusterNode[]): ClusterNode[] {
-    return this.nodes.filter((node) => this.#isCandidate(node, tried))
+    return this.#replicas.candidates(tried)
   }
 
-  #isCandidate(node: ClusterNode, tried: readonly ClusterNode[]): boolean {
-    return node !== this.leader && node.inRecovery !== false && node.available && !tried.includes(node)
+  get leaderUsable(): boolean {
+    return this.#leadership.usable
   }
 
-  #hasCandidate(tried: readonly ClusterNode[]): boolean {
-    return this.nodes.some((node) => this.#isCandidate(node, tried))
-  }
-
-  #pickReplica(position: bigint | null, tried: readonly ClusterNode[]): ClusterNode | null {
-    // Count first: with one eligible replica (or none) there is nothing to balance and no list to build.
-    let eligible = 0
-    let last: ClusterNode | null = null
-    for (const node of this.nodes) {
-      if (this.#mayRead(node, position, tried)) {
-        eligible++
-        last = node
+  /** Queued reads whose replicas left: route them again (another replica, the leader, or an error). */
+  /**
+   * Queued reads after a replica left: those another replica may serve move
+   * there (or to the leader, when it may serve them). `settle`: a lane could
+   * not even be opened, so a read no node can take fails now; after a retire
+   * (a missed check may be a busy machine) it keeps waiting for a lane.
+   */
+  #rerouteReads(settle: boolean): void {
+    let stranded = false
+    for (const job of this.#reads.drain()) {
+      try {
+        this.#toReplica(job)
+      } catch (error) {
+        if (settle) job.reject(error)
+        else (this.#reads.push(job), (stranded = true))
       }
     }
-    if (eligible <= 1) return last
-    const candidates = this.#candidates
-    let i = 0
-    for (const node of this.nodes) if (this.#mayRead(node, position, tried)) candidates[i++] = node
-    // Setting an array's length is a runtime call: only when the count changed.
-    if (candidates.length !== i) candidates.length = i
-    return this.#pick(candidates)
+    if (!stranded) this.#strandedSince = 0
+    else if (this.#strandedSince === 0) this.#strandedSince = Date.now()
   }
 
-  #mayRead(node: ClusterNode, position: bigint | null, tried: readonly ClusterNode[]): boolean {
-    return this.#isCandidate(node, tried) && (position === null || (node.replayLsn !== null && node.replayLsn >= position))
-  }
-
-  /** A causal read waits up to sessionWait for a replica to replay its position. */
-  async #waitForReplica(position: bigint, tried: readonly ClusterNode[]): Promise<ClusterNode | null> {
-    const deadline = Date.now() + this.options.sessionWait
-    // Replay usually catches up within a millisecond or two: ask again soon, then every 5 ms.
-    for (let pause = 1;; pause = Math.min(5, pause * 2)) {
-      const candidates = this.readCandidates(tried)
-      if (candidates.length === 0) return null
-      await Promise.all(candidates.map((node) => this.#refreshReplay(node, Math.max(1, deadline - Date.now()))))
-      const picked = this.#pickReplica(position, tried)
-      if (picked) return picked
-      const left = deadline - Date.now()
-      if (left <= 0) return null
-      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)))
-    }
-  }
-
-  /** Asks a replica for its replay position; concurrent askers share one query. */
-  #refreshReplay(node: ClusterNode, timeoutMs: number): Promise<void> {
-    node.refreshing ??= withTimeout(node.monitor.unsafe(REPLICA_POSITION), Math.max(timeoutMs, 50), node.name)
-      .then(([row]) => void (node.replayLsn = maxLsn(node.replayLsn, parseLsn(row.lsn))))
-      .catch(() => {})
-      .finally(() => (node.refreshing = null))
-    return node.refreshing
-  }
+  /** Since when queued reads have had no node to go to (0: they have one): after connectTimeout they fail. */
+  #strandedSince = 0
 
   // -------------------------------------------------------------------------
   // Execution
 
-  /**
-   * Hands the statement to the node's own postgres.js pool. Its settle
-   * functions are wrapped so we see the outcome first: count it, raise a
-   * session's position, or retry elsewhere before the caller sees an error.
-   */
-  #dispatch(job: Job, attempt: PgQuery, node: ClusterNode): void {
-    // Cancelled while it waited here (a session read waiting for a replica): the caller already has 57014.
-    if (attempt.cancelled) return
-    attempt.canceller = node.canceller
-    if (streams(attempt)) {
-      // Streams (cursors, forEach, COPY) deliver rows as they come: a retry could repeat them, so they
-      // run once, as they are. Nothing may be pipelined behind a COPY: a session learns its position
-      // once the stream has ended.
-      node.served++
-      const session = job.ctx.session
-      if (session) afterStream(attempt, () => session.track(this.positionAfter(node)))
-      node.handler(attempt)
+  /** Puts the attempt on the lane's connection; a session's position query follows it on the same connection. */
+  #send(job: Job, node: ClusterNode, lane: Lane): void {
+    const attempt = job.attempt
+    // Cancelled while it waited here: the caller already has 57014; the lane stays free.
+    if (attempt.cancelled) {
+      node.lanes.done(lane)
       return
     }
+    attempt.canceller = node.canceller
+    job.node = node
+    job.lane = lane
     node.inFlight++
-    let done = false
-    const position = job.ctx.session ? this.#pipelinePosition(attempt, node) : null
-    const slot = this.#pending.add(attempt, node, job.kind === 'read' && node !== this.leader)
-    attempt.resolve = (result) => {
-      if (done) return
-      done = true
-      node.inFlight--
-      this.#pending.remove(slot)
+    job.slot = this.#pending.add(job, node, job.kind === 'read' && node !== this.leader)
+    lane.handler(attempt)
+    if (!job.ctx.session) return
+    const follow = lane.sql.unsafe(node === this.leader ? LEADER_POSITION : REPLICA_POSITION) as unknown as PgQuery
+    follow.executed = true
+    node.lanes.join(lane)
+    lane.handler(follow)
+    const position = (follow as Promise<unknown>).then(
+      (rows) => {
+        // Right behind a statement that failed after sending rows: these rows cannot be trusted.
+        if (lane.poisonNext) throw ((lane.poisonNext = false), new Error('poisoned'))
+        const lsn = parseLsn((rows as { lsn: string }[])[0].lsn)
+        if (node !== this.leader) node.replayLsn = maxLsn(node.replayLsn, lsn)
+        return lsn
+      },
+      // The node died right after answering: the leader's position bounds what it could have shown.
+      () => ((lane.poisonNext = false), this.leaderPosition().catch(() => UNREACHABLE_POSITION)),
+    ).catch(() => this.leaderPosition().catch(() => UNREACHABLE_POSITION)).finally(() => node.lanes.done(lane))
+    job.ctx.session.track(position)
+  }
+
+  /** The current attempt settled: count it, free its lane, then answer the caller or act on the error. */
+  #settled(job: Job, attempt: PgQuery, ok: boolean, value: unknown): void {
+    if (attempt === job.abandoned?.attempt) {
+      // The late answer of a read given up on: its lane is free again (or gone, if the connection broke).
+      const { lane, node } = job.abandoned
+      job.abandoned = null
+      if (!ok && !isServerError(value)) lane.kill()
+      else if (!ok) lane.dirty = lane.running <= 1
+      node.lanes.done(lane)
+      return
+    }
+    if (attempt !== job.attempt || !job.node) return
+    const node = job.node
+    const lane = job.lane!
+    job.node = job.lane = null
+    node.inFlight--
+    this.#pending.remove(job.slot)
+    if (lane.poisonNext) {
+      // Right behind a statement that failed on this connection, maybe after sending rows: an answer here may hold
+      // holes (postgres.js 3.4.9), so a read runs again; a failure is taken as it came.
+      lane.poisonNext = false
+      if (ok && job.kind === 'read') {
+        node.lanes.done(lane)
+        return this.#retry(job)
+      }
+    }
+    if (ok) {
       node.served++
       node.answers++
-      if (position && job.ctx.session) job.ctx.session.track(position()).then(() => job.resolve(result))
-      else job.resolve(result)
+      node.lanes.done(lane)
+      if (job.ctx.session) job.ctx.session.settled().then(() => job.resolve(value))
+      else job.resolve(value)
+      return
     }
-    attempt.reject = (error) => {
-      if (done) return
-      done = true
-      node.inFlight--
-      this.#pending.remove(slot)
-      node.errors++
-      if (!nodeUnreachable(error)) node.answers++
-      job.tried = [...job.tried, node]
-      this.#onError(job, node, error).catch((failure) => job.reject(failure))
-    }
-    node.handler(attempt)
+    node.errors++
+    if (!nodeUnreachable(value)) node.answers++
+    // An SQL error leaves the connection usable once cleansed; any other (closed, reset, timed out) ends the lane.
+    if (!isServerError(value)) lane.kill()
+    else if (lane.running > 1) lane.poisonNext = true
+    else lane.dirty = true
+    node.lanes.done(lane)
+    job.tried = [...job.tried, node]
+    this.#onError(job, node, value).catch((failure) => job.reject(failure))
   }
 
   /**
-   * Gives up on statements that waited too long, checked 20 times per
-   * (shortest) timeout by one interval rather than two timers per statement.
-   *
-   * Not yet sent after connectTimeout, on a node that has answered nothing
-   * for connectTimeout: postgres.js's connect_timeout bounds each connection
-   * attempt, not each caller, so statements queued behind a host that
-   * accepts but never answers would wait attempt after attempt. Such a
-   * statement is taken back (cancelled before it was sent, so it never runs)
-   * and fails as a connect timeout, which the router retries elsewhere. A
-   * node that answered anything that recently (a statement, the monitor) is
-   * busy, not stalled, and its queue is left alone. Answers are stamped when
-   * the sweeper first sees them, never earlier than they came, so a node is
-   * never taken for silent longer than it was.
-   *
-   * A replica read unanswered after readTimeout, sent or not, is abandoned
-   * and retried elsewhere (an unsent one is cancelled); a late answer is ignored.
+   * A replica read on the wire for readTimeout, on a node that has answered
+   * nothing (not even the monitor) for as long or failed its check, is given
+   * up: its connection is closed and the read retried elsewhere. A slow read
+   * on a node that answers is left to finish.
    */
   #sweep(): void {
     const now = Date.now()
-    const { connectTimeout, readTimeout } = this.options
+    const { readTimeout } = this.options
     for (const node of this.nodes) {
       if (node.answers !== node.answersSeen) {
         node.answersSeen = node.answers
         node.lastAnsweredAt = Math.max(node.lastAnsweredAt, now)
       }
     }
-    this.#pending.sweep(now, (attempt, node, waited, replicaRead) => {
-      if (replicaRead && readTimeout > 0 && waited >= readTimeout) {
-        attempt.reject(timeoutError(`${node.name} did not answer a read within ${readTimeout} ms`, 'PGFOLLOW_READ_TIMEOUT'))
-        if (!attempt.state) attempt.cancel()
-      } else if (!attempt.state && waited >= connectTimeout && now - node.lastAnsweredAt >= connectTimeout) {
-        attempt.reject(timeoutError(`${node.name} did not accept a connection within ${connectTimeout} ms`, 'CONNECT_TIMEOUT'))
-        attempt.cancel()
-      }
+    if (this.#strandedSince > 0 && now - this.#strandedSince >= this.options.connectTimeout) this.#rerouteReads(true)
+    if (readTimeout <= 0) return
+    // The monitor asks every monitorInterval: a node is silent once it missed two of its checks too.
+    const silentAfter = readTimeout + 2 * this.options.monitorInterval
+    this.#pending.sweep(now, (job, node, waited, replicaRead) => {
+      if (!replicaRead || waited < readTimeout || (node.failures === 0 && now - node.lastAnsweredAt < silentAfter)) return
+      this.#abandon(job, node)
     })
   }
 
   /**
-   * Queues "where are you now?" right behind the statement on the same
-   * connection (postgres.js pipelines it), so a session learns its new
-   * position without another blocking round trip. When the statement was
-   * not pipelined (a first, unprepared execution), it asks afterwards.
+   * Gives up on a read stuck on a node that stopped answering, and retries
+   * it elsewhere. Its connection is left alone (closing it would cost a new
+   * one, and postgres.js delays reconnects with a growing back-off): nothing
+   * joins that lane, which is free again when the late answer comes.
    */
-  #pipelinePosition(attempt: PgQuery, node: ClusterNode): () => Promise<bigint | null> {
-    const text = node === this.leader ? LEADER_POSITION : REPLICA_POSITION
-    const follow = node.pool.unsafe(text) as unknown as PgQuery
-    follow.executed = true // it runs only through the pipeline below, never through the pool
-    // When the statement fails, nobody awaits the follow-up: its failure is expected, not unhandled.
-    follow.catch(() => {})
-    let pipelined = false
-    const previous = attempt.options.onexecute
-    attempt.options.onexecute = (connection) => {
-      pipelined = true
-      previous?.(connection)
-      return connection.execute(follow)
-    }
-    return () => pipelined ? this.#positionFrom(node, follow) : this.positionAfter(node)
+  #abandon(job: Job, node: ClusterNode): void {
+    const lane = job.lane!
+    job.abandoned = { attempt: job.attempt, lane, node }
+    job.node = job.lane = null
+    node.inFlight--
+    node.errors++
+    this.#pending.remove(job.slot)
+    lane.exclusive = true
+    job.tried = [...job.tried, node]
+    const error = codedError(
+      `${node.name} stopped answering: a read got no answer within ${this.options.readTimeout} ms and the node failed its health check`,
+      READ_TIMEOUT,
+    )
+    this.#onError(job, node, error).catch((failure) => job.reject(failure))
   }
 
-  /**
-   * Where a session stands after a statement that has ended on `node`, asked
-   * on any of the node's connections (not pipelined): the leader's insert
-   * position, or what the replica had replayed.
-   */
-  positionAfter(node: ClusterNode): Promise<bigint | null> {
-    return this.#positionFrom(node, node.pool.unsafe(node === this.leader ? LEADER_POSITION : REPLICA_POSITION) as unknown as PgQuery)
-  }
-
-  async #positionFrom(node: ClusterNode, query: PgQuery): Promise<bigint | null> {
-    try {
-      const rows = (await query) as { lsn: string }[]
-      const lsn = parseLsn(rows[0].lsn)
-      if (node !== this.leader) node.replayLsn = maxLsn(node.replayLsn, lsn)
-      return lsn
-    } catch {
-      // The node died right after answering: the leader's position bounds what it could have shown.
-      return this.#leaderPosition().catch(() => UNREACHABLE_POSITION)
-    }
-  }
-
-  /**
-   * The node a read in this context goes to now, chosen as for a statement
-   * (a session waits for a replica that has its position): where a reserved
-   * connection whose first statement is a read binds.
-   */
-  async readNode(ctx: RouteContext): Promise<ClusterNode> {
-    const position = ctx.session ? await ctx.session.settled() : null
-    let node = this.#pickReplica(position, NOTHING_TRIED)
-    if (!node && position !== null && this.#hasCandidate(NOTHING_TRIED)) node = await this.#waitForReplica(position, NOTHING_TRIED)
-    return this.#readNode({ tried: NOTHING_TRIED } as Job, node)
-  }
-
-  async #leaderPosition(): Promise<bigint | null> {
-    const [row] = await this.leader.pool.unsafe(LEADER_POSITION)
-    return parseLsn(row.lsn)
-  }
-
-  /** A copy of a statement that can be executed again elsewhere. */
-  #fresh(query: PgQuery): PgQuery {
-    const pool = this.factory as unknown as (...args: unknown[]) => PgQuery
-    const copy = query.tagged
-      ? pool(query.strings, ...query.args)
-      : (this.factory.unsafe(query.strings[0], query.args as never[], { ...query.options, onexecute: undefined } as never) as unknown as PgQuery)
-    copy.isRaw = query.isRaw
-    copy.options.simple = query.options.simple
-    copy.options.prepare = query.options.prepare
-    copy.executed = true
-    return copy
-  }
-
+  /** Acts on the retry policy's decision. */
   async #onError(job: Job, node: ClusterNode, error: unknown): Promise<void> {
     // Ended (or destroyed by end({ timeout })): the user's own doing, reported as postgres.js reports it.
     if (this.#ended) throw error
-    const isLeader = node === this.leader
-    if (nodeUnreachable(error) || authenticationFailure(error) || (error as { code?: string }).code === 'PGFOLLOW_READ_TIMEOUT') {
-      this.nodeFailed(node, error)
-    }
-    if (readOnlyRefusal(error)) {
-      if (!isLeader) {
+    const action: Action = decide(
+      { kind: job.kind, intent: job.ctx.intent, onLeader: node === this.leader, delivered: job.delivered(), leaderRetried: job.leaderRetried },
+      error,
+    )
+    if ('ban' in action && action.ban) this.nodeFailed(node, error)
+    switch (action.do) {
+      case 'retry-read':
+        this.#retry(job)
+        return
+      case 'retry-on-leader':
         // The classifier thought it a read; the replica knows better. Remember, and run it where it can.
         this.#rememberLeaderOnly(job.query)
         job.kind = 'write'
-        return this.#run(job, this.#fresh(job.query))
+        this.#retry(job)
+        return
+      case 'confirm-demotion': {
+        // 25006 from the leader: a demotion only if it now says it is in recovery; else the statement's own doing.
+        const inRecovery = await this.#leadership.inRecovery(node).catch((failure) => (this.nodeFailed(node, failure), null))
+        if (inRecovery === false) throw error
+        if (inRecovery) node.inRecovery = true
+        return this.#rediscoverThenRetry(job, node, error)
       }
-      // The leader itself is read-only now: it was demoted. Nothing ran, so find the new one and retry once.
-      node.inRecovery = true
-      if (!job.leaderRetried) {
-        job.leaderRetried = true
-        await this.discoverLeader()
-        return this.#run(job, this.#fresh(job.query))
-      }
-      throw this.#leaderUnavailable(error)
+      case 'rediscover-then-retry':
+        return this.#rediscoverThenRetry(job, node, error)
+      case 'fail':
+        if (action.error === 'stream-wrote') this.#rememberLeaderOnly(job.query)
+        if (action.error === 'as-is') throw error
+        if (action.error === 'login-refused') throw this.#leadership.loginRefused([node], error)
+        if (action.error === 'leader-unavailable') throw this.#leadership.unavailable(error)
+        throw failureError(action.error, node, error)
     }
-    if (job.kind === 'read' && (retryableRead(error) || authenticationFailure(error))) {
-      return this.#run(job, this.#fresh(job.query))
+  }
+
+  async #rediscoverThenRetry(job: Job, node: ClusterNode, error: unknown): Promise<void> {
+    job.leaderRetried = true
+    const leader = await this.#leadership.discover()
+    if (leader && leader !== node && this.leaderUsable) return this.#retry(job)
+    throw this.#leadership.unavailable(error)
+  }
+
+  #retry(job: Job): void {
+    job.retry(this.factory as unknown as (...args: unknown[]) => PgQuery, this.factory.unsafe as unknown as (...args: unknown[]) => PgQuery)
+    this.#run(job)
+  }
+
+  /**
+   * A lane could not be opened. With lanes still open the node is alive and
+   * just has no room for more (a slow login, 53300): it goes on with those.
+   * With none, it is unreachable: banned, and what waited only for it is
+   * routed again.
+   */
+  #laneFailed(node: ClusterNode, error: unknown): void {
+    node.errors++
+    if (node.lanes.size > 0) return
+    this.nodeFailed(node, error)
+    if (node.lanes.opening > 0) return
+    if (node === this.leader) {
+      for (const job of this.#forLeader.drain()) this.#onError(job, node, error).catch((failure) => job.reject(failure))
     }
-    if (authenticationFailure(error)) throw this.#loginRefused([node], error)
-    if (job.kind === 'write' && isLeader && neverConnected(error) && !job.leaderRetried) {
-      // The statement never left us: safe to send to a newly found leader.
-      job.leaderRetried = true
-      const leader = await this.discoverLeader()
-      if (leader && leader !== node && this.leaderUsable) return this.#run(job, this.#fresh(job.query))
-      throw this.#leaderUnavailable(error)
+    this.#rerouteReads(true)
+  }
+
+  /** COPY resolves with a stream while its connection is busy: it runs on the pool itself, once, as it is. */
+  #copy(query: PgQuery, kind: StatementKind, ctx: RouteContext): void {
+    try {
+      const node = kind === 'write'
+        ? this.requireLeader()
+        : this.#replicas.pickWithRoom(null, NOTHING_TRIED) ?? this.#replicas.candidates(NOTHING_TRIED)[0] ?? this.requireLeader()
+      query.canceller = node.canceller
+      node.served++
+      // Nothing may be pipelined behind a COPY: a session learns its position once the stream has ended.
+      const session = ctx.session
+      if (session) afterStream(query, () => session.track(this.positionAfter(node)))
+      node.handler(query)
+    } catch (error) {
+      query.reject(error)
     }
-    if (job.kind === 'write' && isLeader && connectionLost(error)) {
-      throw new LeaderUnavailableError(
-        `The connection to the leader ${node.safeUrl} broke while the statement ran, so it may or may not have been applied: check before repeating it. Writes resume once a leader answers.`,
-        { cause: error },
-      )
-    }
-    throw error
   }
 
   // -------------------------------------------------------------------------
-  // Health and leadership (called by the monitor, too)
+  // Health and leadership (the monitor calls these too)
 
   nodeFailed(node: ClusterNode, error: unknown): void {
     const wasAvailable = node.failures === 0
@@ -583,81 +587,20 @@ export class Router extends EventEmitter {
     if (wasFailing && node !== this.leader && !node.retired) this.emit('restore', { name: node.name, url: node.safeUrl, reason: 'reachable' })
   }
 
-  /**
-   * Moves writes to the writable node. Several writable nodes mean a split
-   * brain: keep the current leader if it is one of them, and warn.
-   */
   electLeader(writable: ClusterNode[]): void {
-    if (writable.length === 0 || writable.includes(this.leader)) {
-      if (writable.length > 1) {
-        this.#warn(
-          `More than one node accepts writes (${
-            writable.map((node) => node.name).join(', ')
-          }): writes stay on ${this.leader.name}. Fence the others.`,
-        )
-      }
-      return
-    }
     const previous = this.leader
-    this.leader = writable[0]
-    if (writable.length > 1) {
-      this.#warn(
-        `More than one node accepts writes (${writable.map((node) => node.name).join(', ')}): writes go to ${this.leader.name}. Fence the others.`,
-      )
-    }
-    this.emit('leader', { name: this.leader.name, url: this.leader.safeUrl, previous: previous.name })
+    this.#leadership.elect(writable)
+    // Statements waiting for the leader go to the new one.
+    if (this.leader !== previous) this.#pump(this.leader)
+    if (this.leader !== previous && this.#forLeader.length > 0 && this.leader.lanes.canOpenNow) this.leader.lanes.open()
   }
 
-  // --- Nodes added at run time (Patroni lists a member the descriptor does not) ---
-
-  /**
-   * Adds a node at run time, as a replica: it serves reads once the monitor
-   * has seen it in recovery and not lagging, like any other. Returns the
-   * existing node when one already has this URL.
-   */
-  addNode(url: string, name?: string): ClusterNode {
-    const known = this.nodes.find((node) => node.url === url)
-    if (known) return known
-    // Patroni's member name identifies it; without one (or when taken) it is named like any node (node.ts).
-    const taken = new Set(this.nodes.map((node) => node.name))
-    const node = new ClusterNode(url, 1, this.options, this.poolOptions, name && !taken.has(name) ? name : undefined)
-    this.nodes.push(node)
-    this.emit('add', { name: node.name, url: node.safeUrl })
-    return node
-  }
-
-  // --- end of nodes added at run time ---
-
-  /** Asks every node whether it is in recovery; the one that is not takes the writes. */
   discoverLeader(): Promise<ClusterNode | null> {
-    if (this.#ended) return Promise.resolve(null)
-    this.#discovery ??= (async () => {
-      const timeout = this.options.connectTimeout
-      await Promise.all([
-        // With Patroni, its view names the new leader as soon as it has one.
-        this.#monitor.patroni?.follow(),
-        ...this.nodes.map(async (node) => {
-          try {
-            const [row] = await withTimeout(node.monitor`select pg_is_in_recovery() as in_recovery`, timeout, node.name)
-            node.inRecovery = row.in_recovery
-            this.nodeAnswered(node)
-          } catch (error) {
-            if (node.failures === 0) this.nodeFailed(node, error)
-          }
-        }),
-      ])
-      this.electLeader(this.nodes.filter((node) => node.failures === 0 && node.inRecovery === false))
-      return this.leaderUsable ? this.leader : null
-    })().finally(() => (this.#discovery = null))
-    return this.#discovery
+    return this.#leadership.discover()
   }
 
-  #warned = new Set<string>()
-  #warn(message: string): void {
-    if (this.#warned.has(message)) return
-    this.#warned.add(message)
-    if (this.listenerCount('warning') > 0) this.emit('warning', { message })
-    else console.warn(`pgfollow: ${message}`)
+  requireLeader(): ClusterNode {
+    return this.#leadership.require()
   }
 
   /** Checks that the descriptor's roles match the servers, once the first answers are in. */
@@ -665,7 +608,7 @@ export class Router extends EventEmitter {
     await this.#monitor.tick()
     for (const node of this.nodes) {
       if (node !== this.leader && node.inRecovery === false) {
-        this.#warn(`${node.name} (${node.safeUrl}) is listed as a replica but is not in recovery: it is a leader. Fix the descriptor.`)
+        this.#leadership.warn(`${node.name} (${node.safeUrl}) is listed as a replica but is not in recovery: it is a leader. Fix the descriptor.`)
       }
     }
   }
@@ -685,28 +628,16 @@ export class Router extends EventEmitter {
       lagMs: node === this.leader ? 0 : node.lagMs,
       inFlight: node.inFlight,
       served: node.served,
+      transactions: node.transactions,
       errors: node.errors,
       lastError: node.lastError,
     }))
   }
 
-  /** A leader that answers, or an error that says what to do (a refused login is a configuration problem). */
-  requireLeader(): ClusterNode {
-    if (this.leaderUsable) return this.leader
-    if (this.leader.loginRefused) throw this.#loginRefused([this.leader])
-    void this.discoverLeader()
-    throw this.#leaderUnavailable(this.leader.lastFailure ?? undefined)
-  }
-
-  #loginRefused(nodes: ClusterNode[], cause: unknown = nodes[0]?.lastFailure): ConfigError {
-    const names = nodes.map((node) => `${node.name} (${node.safeUrl})`).join(', ')
-    return new ConfigError(`${names} refused the login: fix the user or password in the descriptor (or connect() options).`, { cause })
-  }
-
   /**
-   * Runs a transaction on the leader's pool, counted like any statement. A
-   * leader that cannot be reached becomes a LeaderUnavailableError, and the
-   * search for a new leader starts.
+   * Runs a transaction on the leader's pool, counted apart from statements.
+   * A leader that cannot be reached becomes a LeaderUnavailableError, and
+   * the search for a new leader starts.
    */
   async transaction<T>(run: (leader: ClusterNode['pool']) => Promise<T>): Promise<T> {
     const leader = this.requireLeader()
@@ -714,7 +645,7 @@ export class Router extends EventEmitter {
     try {
       const result = await run(leader.pool)
       this.#catalog.mayHaveChanged() // the transaction may have run DDL the router never saw
-      leader.served++
+      leader.transactions++
       return result
     } catch (error) {
       leader.errors++
@@ -732,18 +663,83 @@ export class Router extends EventEmitter {
   }
 
   /** The leader's WAL insert position now: where a session stands after a transaction. */
-  leaderPosition(): Promise<bigint | null> {
-    return this.#leaderPosition()
+  async leaderPosition(): Promise<bigint | null> {
+    const [row] = await this.leader.pool.unsafe(LEADER_POSITION)
+    return parseLsn(row.lsn)
+  }
+
+  /**
+   * Where a session stands after a statement that has ended on `node`, asked
+   * on any of the node's connections (not pipelined): the leader's insert
+   * position, or what the replica had replayed.
+   */
+  async positionAfter(node: ClusterNode): Promise<bigint | null> {
+    try {
+      const rows = (await node.pool.unsafe(node === this.leader ? LEADER_POSITION : REPLICA_POSITION)) as { lsn: string }[]
+      const lsn = parseLsn(rows[0].lsn)
+      if (node !== this.leader) node.replayLsn = maxLsn(node.replayLsn, lsn)
+      return lsn
+    } catch {
+      // The node died right after answering: the leader's position bounds what it could have shown.
+      return this.leaderPosition().catch(() => UNREACHABLE_POSITION)
+    }
+  }
+
+  /**
+   * The node a read in this context goes to now, chosen as for a statement
+   * (a session waits for a replica that has its position): where a reserved
+   * connection whose first statement is a read binds.
+   */
+  async readNode(ctx: RouteContext): Promise<ClusterNode> {
+    const position = ctx.session ? await ctx.session.settled() : null
+    if (!this.#replicas.hasEligible(position, NOTHING_TRIED) && position !== null && this.#replicas.hasCandidate(NOTHING_TRIED)) {
+      await this.#replicas.waitForReplay(position, NOTHING_TRIED)
+    }
+    const node = this.#replicas.pickWithRoom(position, NOTHING_TRIED) ??
+      this.nodes.find((candidate) => this.#replicas.mayRead(candidate, position, NOTHING_TRIED))
+    return node ?? this.#readFallback({ tried: NOTHING_TRIED, position } as Job)
+  }
+
+  // --- Nodes added at run time (Patroni lists a member the descriptor does not) ---
+
+  /**
+   * Adds a node at run time, as a replica: it serves reads once the monitor
+   * has seen it in recovery and not lagging, like any other. Returns the
+   * existing node when one already has this URL.
+   */
+  addNode(url: string, name?: string): ClusterNode {
+    const known = this.nodes.find((node) => node.url === url)
+    if (known) return known
+    // Patroni's member name identifies it; without one (or when taken) it is named like any node (node.ts).
+    const taken = new Set(this.nodes.map((node) => node.name))
+    const node = new ClusterNode(url, 1, this.options, this.poolOptions, name && !taken.has(name) ? name : undefined)
+    this.#addLanes(node)
+    this.nodes.push(node)
+    this.emit('add', { name: node.name, url: node.safeUrl })
+    return node
+  }
+
+  get #ended(): boolean {
+    return this.#leadership.ended
   }
 
   async end(options: { timeout?: number } = {}): Promise<void> {
-    this.#ended = true
-    this.#monitor.stop()
+    this.#leadership.ended = true
     this.#catalog.stop()
+    // No lane opens from now on (a reserve() after the pool ended would open a connection that keeps the process alive).
+    for (const node of this.nodes) node.lanes.end()
+    this.#monitor.stop()
     clearInterval(this.#sweeper)
+    const ended = Object.assign(new Error('The sql tag was ended (sql.end()) before this statement could run.'), { code: 'CONNECTION_ENDED' })
+    for (const job of [...this.#reads.drain(), ...this.#forLeader.drain()]) job.reject(ended)
     // postgres.js's end() can hang on a connection that is failing to log in
     // right then: let in-flight checks (each bounded by a timeout) finish first.
-    await Promise.allSettled([this.#discovery, this.#monitor.tick(), this.#catalog.settled()])
+    // Lanes still opening are fetching types: ending them now would leave postgres.js's fetch rejected with nobody to catch it.
+    const openings = Promise.allSettled(this.nodes.map((node) => node.lanes.opened()))
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const bound = new Promise((resolve) => (timer = setTimeout(resolve, this.options.connectTimeout)))
+    await Promise.allSettled([this.#leadership.settled(), this.#monitor.tick(), this.#catalog.settled(), Promise.race([openings, bound])])
+    clearTimeout(timer)
     // As postgres.js: without a timeout, wait for what runs. A failing node runs nothing of the
     // user's, and postgres.js's end() would wait forever for a connection retrying a dead host.
     await Promise.all(this.nodes.map((node) => node.end(options.timeout ?? (node.failures > 0 ? 0 : undefined))))
