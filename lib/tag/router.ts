@@ -57,6 +57,11 @@ function isServerError(error: unknown): boolean {
   return typeof (error as { severity?: unknown })?.severity === 'string' && !nodeUnreachable(error)
 }
 
+/** What a statement gets that was still waiting in the router when `sql.end()` came. */
+function endedError(): Error {
+  return codedError('The sql tag was ended (sql.end()) before this statement could run.', 'CONNECTION_ENDED')
+}
+
 function codedError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code })
 }
@@ -159,6 +164,7 @@ export class Router extends EventEmitter {
 
   /** Sends a job on its way: synchronously, except a session read, which may wait for a replica. */
   #run(job: Job): void {
+    if (this.#ended) return job.reject(endedError())
     try {
       if (job.kind === 'write') this.#toLeader(job, this.requireLeader())
       else if (this.#monitor.starting) this.#monitor.starting.then(() => this.#run(job))
@@ -730,8 +736,7 @@ export class Router extends EventEmitter {
     for (const node of this.nodes) node.lanes.end()
     this.#monitor.stop()
     clearInterval(this.#sweeper)
-    const ended = Object.assign(new Error('The sql tag was ended (sql.end()) before this statement could run.'), { code: 'CONNECTION_ENDED' })
-    for (const job of [...this.#reads.drain(), ...this.#forLeader.drain()]) job.reject(ended)
+    for (const job of [...this.#reads.drain(), ...this.#forLeader.drain()]) job.reject(endedError())
     // postgres.js's end() can hang on a connection that is failing to log in
     // right then: let in-flight checks (each bounded by a timeout) finish first.
     // Lanes still opening are fetching types: ending them now would leave postgres.js's fetch rejected with nobody to catch it.
