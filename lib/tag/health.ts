@@ -28,6 +28,17 @@ export interface MonitoredCluster {
   emit(event: string, payload: unknown): boolean
 }
 
+/** What one monitor round learned of the leader, against which each replica is judged. */
+interface RoundFacts {
+  leader: ClusterNode
+  leaderRow: Record<string, any> | null
+  leaderLsn: bigint | null
+  leaderLsnAfterReplicas: bigint | null
+  /** The system identifier of the cluster (the leader's, as known before this round's election). */
+  clusterId: string | null
+  now: number
+}
+
 interface LeaderSample {
   lsn: bigint
   at: number
@@ -127,25 +138,35 @@ export class Monitor {
     due.forEach((node, index) => {
       const row = positions[index]
       if (!row || node === leader || !row.in_recovery) return
-      node.replayLsn = maxLsn(node.replayLsn, parseLsn(row.replay_lsn))
-      node.receiveLsn = parseLsn(row.receive_lsn)
-      if (leaderLsn === null || !leaderRow) {
-        // Lag is unknown without the leader: keep the last values, and judge only what the node says alone.
-        this.#judgeWithoutLeader(node, row, clusterId ?? leader.systemId)
-        return
-      }
-      if (pastLeader(row, leaderLsn)) {
-        // Past the leader's first answer: judged against its position read after the replicas answered,
-        // and never called diverged because that second read did not come back in time.
-        if (leaderLsnAfterReplicas === null) this.#judgeWithoutLeader(node, row, clusterId ?? leader.systemId)
-        else this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsnAfterReplicas)))
-      } else {
-        this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsn)))
-      }
-      node.lagBytes = lsnDistance(node.replayLsn, leaderLsn)
-      node.lagMs = this.#lagMs(node.replayLsn, now)
-      this.#retireOrRestore(node)
+      const back = node.verdictDue
+      node.verdictDue = false
+      this.#judge(node, row, { leader, leaderRow: leaderRow ?? null, leaderLsn, leaderLsnAfterReplicas, clusterId, now })
+      // Back from a failure, and judged fit in the same round: only now may it serve reads again.
+      if (back && node.available) this.#cluster.emit('restore', { name: node.name, url: node.safeUrl, reason: 'reachable' })
     })
+  }
+
+  /** One replica's verdict for this round: follows the leader, and how far behind. */
+  #judge(node: ClusterNode, row: Record<string, any>, round: RoundFacts): void {
+    const { leader, leaderRow, leaderLsn, leaderLsnAfterReplicas, clusterId, now } = round
+    node.replayLsn = maxLsn(node.replayLsn, parseLsn(row.replay_lsn))
+    node.receiveLsn = parseLsn(row.receive_lsn)
+    if (leaderLsn === null || !leaderRow) {
+      // Lag is unknown without the leader: keep the last values, and judge only what the node says alone.
+      this.#judgeWithoutLeader(node, row, clusterId ?? leader.systemId)
+      return
+    }
+    if (pastLeader(row, leaderLsn)) {
+      // Past the leader's first answer: judged against its position read after the replicas answered,
+      // and never called diverged because that second read did not come back in time.
+      if (leaderLsnAfterReplicas === null) this.#judgeWithoutLeader(node, row, clusterId ?? leader.systemId)
+      else this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsnAfterReplicas)))
+    } else {
+      this.#apply(node, judgeFollowing(replicaView(row, parseLsn), leaderView(leaderRow, leaderLsn)))
+    }
+    node.lagBytes = lsnDistance(node.replayLsn, leaderLsn)
+    node.lagMs = this.#lagMs(node.replayLsn, now)
+    this.#retireOrRestore(node)
   }
 
   async #check(node: ClusterNode): Promise<Record<string, any> | null> {

@@ -65,6 +65,12 @@ export class ClusterNode {
   followProblem: FollowProblem | null = null
   followDetail: string | null = null
   followChecked = false
+  /**
+   * A failure since the monitor last judged it: what it said before (lag,
+   * upstream) may be out of date, so it serves no read until a round has
+   * looked at it again, even once its connections answer.
+   */
+  verdictDue = false
   replayLsn: bigint | null = null
   receiveLsn: bigint | null = null
   lagBytes = 0
@@ -130,7 +136,7 @@ export class ClusterNode {
 
   /** May serve reads: seen to follow the leader, not retired, not held out by Patroni, not failing. */
   get available(): boolean {
-    return this.followChecked && this.followProblem === null && !this.retired && this.heldOut === null && this.failures === 0
+    return this.followChecked && !this.verdictDue && this.followProblem === null && !this.retired && this.heldOut === null && this.failures === 0
   }
 
   get state(): NodeState {
@@ -143,6 +149,7 @@ export class ClusterNode {
   /** A failed connection or check: ban for an exponentially growing time. */
   fail(error: unknown, ban: { base: number; max: number }): void {
     this.failures++
+    this.verdictDue = true
     this.errors++
     this.lastError = redactMessage(error, this.url)
     this.lastFailure = error

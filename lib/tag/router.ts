@@ -587,10 +587,9 @@ export class Router extends EventEmitter {
     else if (!node.retired) this.emit('retire', { name: node.name, url: node.safeUrl, reason: 'unreachable', error: node.lastError })
   }
 
+  /** A replica back from a failure is announced by the monitor, once a round has judged it fit (ClusterNode.verdictDue). */
   nodeAnswered(node: ClusterNode): void {
-    const wasFailing = node.failures > 0
     node.succeed()
-    if (wasFailing && node !== this.leader && !node.retired) this.emit('restore', { name: node.name, url: node.safeUrl, reason: 'reachable' })
   }
 
   electLeader(writable: ClusterNode[]): void {
