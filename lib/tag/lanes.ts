@@ -11,12 +11,10 @@ import type postgres from 'postgres'
 import { CONNECT_TIMEOUT } from './failures.ts'
 import { unrefTimer } from './health.ts'
 import { onConnection, type PgConnection, type PgQuery, poolHandler } from './postgres-internals.ts'
+import { CLEANSE } from './queries.ts'
 
 /** Lanes a node opens at once: a burst of logins (SCRAM costs CPU on both ends) would time out on a busy machine. */
 const OPENING_AT_ONCE = 2
-
-/** Runs no row: its CommandComplete resets a connection's row counter (see `Lane.dirty`). */
-const CLEANSE = 'select 1 where false'
 
 export class Lane {
   readonly sql: postgres.ReservedSql

@@ -94,5 +94,8 @@ export const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
 /** A session's position after a read on a replica: what it had replayed (at least what the read saw). */
 export const REPLICA_POSITION = 'select pg_last_wal_replay_lsn()::text as lsn'
 
+/** Runs no row: on a lane after an error, its CommandComplete resets the connection's row counter (lib/tag/lanes.ts, `Lane.dirty`). */
+export const CLEANSE = 'select 1 where false'
+
 /** Statements pgfollow runs on the users' pools itself: the user's `debug` hook never sees them. */
-export const INTERNAL_STATEMENTS: ReadonlySet<string> = new Set([LEADER_POSITION, REPLICA_POSITION, CATALOG_FINGERPRINT, CATALOG_CONTENTS])
+export const INTERNAL_STATEMENTS: ReadonlySet<string> = new Set([LEADER_POSITION, REPLICA_POSITION, CATALOG_FINGERPRINT, CATALOG_CONTENTS, CLEANSE])
