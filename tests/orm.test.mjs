@@ -86,10 +86,12 @@ async function untilReplicated(query, expected) {
 
 /** Which roles served the statements `run` made, from the tag's per-node counters. */
 async function servedBy(tag, run) {
-  const before = tag.status().map((node) => node.served)
+  // Statements and transactions are counted apart: either means the node ran something.
+  const count = (node) => node.served + node.transactions
+  const before = tag.status().map(count)
   const result = await run()
   const after = tag.status()
-  const roles = new Set(after.filter((node, i) => node.served > before[i]).map((node) => node.role))
+  const roles = new Set(after.filter((node, i) => count(node) > before[i]).map((node) => node.role))
   return { result, roles: [...roles].sort() }
 }
 
