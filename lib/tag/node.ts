@@ -38,7 +38,15 @@ export class ClusterNode {
   readonly url: string
   readonly safeUrl: string
   readonly weight: number
+  /** The user's pool: transactions, reserve(), COPY, listen, and every postgres.js door that needs a connection of its own. */
   readonly pool: postgres.Sql
+  /**
+   * The lanes' pool, apart from the user's: postgres.js 3.4.9 hands a newly
+   * opened connection to whichever reserve() has waited longest, so a lane
+   * opening beside a user's reserve() could take its connection, and the
+   * user's would wait for a connection that lanes never give back.
+   */
+  readonly lanePool: postgres.Sql
   readonly monitor: postgres.Sql
   /** The function catalog's reads (shared per process like the monitor's, and never keeping it alive). */
   readonly catalogClient: postgres.Sql
@@ -114,14 +122,9 @@ export class ClusterNode {
     // Known once the pool exists (the guard wraps it); the pool's onclose needs it before.
     let closedTransaction = (_id: number): void => {}
     const transactionClosed = (id: number) => closedTransaction(id)
-    // Lanes take up to inFlight connections; transactions, reserve() and COPY keep postgres.js's own max beside them.
-    this.pool = pools.pool(url, {
-      extraConnections: options.inFlight,
-      onclose: (id) => {
-        this.lanes?.closed(id)
-        transactionClosed(id)
-      },
-    })
+    // Lanes take up to inFlight connections of their own pool; transactions, reserve() and COPY keep postgres.js's own max.
+    this.pool = pools.pool(url, { onclose: transactionClosed })
+    this.lanePool = pools.pool(url, { max: options.inFlight, onclose: (id) => this.lanes?.closed(id) })
     closedTransaction = guardTransactions(this.pool)
     // The monitor is pgfollow's own: none of the user's hooks, types or transforms,
     // but the same way to reach the server (TLS, socket).
@@ -176,7 +179,12 @@ export class ClusterNode {
   async end(timeout?: number | null): Promise<void> {
     this.lanes?.end()
     // The monitor's checks are bounded by their own timeouts: nothing of the user's waits on them.
-    await Promise.all([this.pool.end({ timeout: timeout ?? undefined }), releaseMonitor(this.monitor), releaseMonitor(this.catalogClient)])
+    await Promise.all([
+      this.pool.end({ timeout: timeout ?? undefined }),
+      this.lanePool.end({ timeout: timeout ?? undefined }),
+      releaseMonitor(this.monitor),
+      releaseMonitor(this.catalogClient),
+    ])
   }
 }
 

@@ -64,7 +64,7 @@ export class PoolOptions {
    * default (`connect_timeout` from `connectTimeout`), and it shares the
    * nested option objects with every other pool.
    */
-  pool(url: string, own: { extraConnections?: number; onclose?: (connectionId: number) => void } = {}): postgres.Sql {
+  pool(url: string, own: { max?: number; onclose?: (connectionId: number) => void } = {}): postgres.Sql {
     // postgres.js parses options when a pool is made (making one connects nothing);
     // a parsed options object passed back is used as it is.
     const parsed = postgres(url, { connect_timeout: this.#connectTimeoutSeconds, ...this.#user }).options as unknown as ParsedOptions
@@ -76,8 +76,8 @@ export class PoolOptions {
     this.#apply(parsed, 'debug', this.#debug)
     for (const [key, value] of this.#overrides) this.#apply(parsed, key, value)
     this.#pools.push(parsed)
-    // The router's lanes come on top of the user's max; its onclose runs before the user's.
-    if (own.extraConnections) parsed.max = (parsed.max as number) + own.extraConnections
+    // The router's lanes have a pool of their own, of their own size; its onclose runs before the user's.
+    if (own.max) parsed.max = own.max
     if (own.onclose) {
       const user = parsed.onclose as ((id: number) => void) | undefined
       parsed.onclose = (id: number) => (own.onclose!(id), user?.(id))

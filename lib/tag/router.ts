@@ -133,7 +133,7 @@ export class Router extends EventEmitter {
   }
 
   #addLanes(node: ClusterNode): void {
-    node.lanes = new NodeLanes(node.pool, this.options.inFlight, this.options.pipeline, 2 * this.options.connectTimeout, {
+    node.lanes = new NodeLanes(node.lanePool, this.options.inFlight, this.options.pipeline, 2 * this.options.connectTimeout, {
       free: () => this.#pump(node),
       failed: (error) => this.#laneFailed(node, error),
     })
