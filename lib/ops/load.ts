@@ -134,7 +134,7 @@ export function runLoad(options: LoadOptions): LoadRun {
   let staleReads = 0
   const readLatency = new Samples()
   const writeLatency = new Samples()
-  /** Transactions per node by the tag's node name: the tag counts them as served, we count them as writes. */
+  /** Transactions per node by the tag's node name, at the node that was the leader when each committed. */
   const writesByTagNode: Record<string, number> = {}
   const errorSamples: string[] = []
   const ticks: LoadTick[] = []
@@ -194,8 +194,8 @@ export function runLoad(options: LoadOptions): LoadRun {
   /** Node names by (redacted) URL, learned from the probe; kept when a node goes down. */
   const names = new Map<string, string>()
   const nameOf = (node: { name: string; url: string }) => names.get(node.url) ?? node.name
-  /** Reads served so far per node (tag names): what the tag served, less our transactions. */
-  const readsSoFar = () => Object.fromEntries(sql.status().map((node) => [node.name, node.served - (writesByTagNode[node.name] ?? 0)]))
+  /** Reads served so far per node (tag names): the tag counts statements (`served`) apart from transactions (our writes). */
+  const readsSoFar = () => Object.fromEntries(sql.status().map((node) => [node.name, node.served]))
   const byName = (counts: Record<string, number>) => {
     const named: Record<string, number> = {}
     for (const node of sql.status()) named[nameOf(node)] = (named[nameOf(node)] ?? 0) + (counts[node.name] ?? 0)
