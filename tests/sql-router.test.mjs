@@ -80,6 +80,28 @@ queue('a slow read on a live replica runs once, past readTimeout', async () => {
   assert.is(retired.length, 0)
 })
 
+queue('a replica whose connections were all closed serves reads again on new ones', async () => {
+  // New lanes need new connections: postgres.js 3.4.9's reserve() alone never hands one over once types are fetched.
+  const sql = connect({ ...cluster.descriptor, replicas: [replicas[0]], monitorInterval: 200 })
+  await sql.refresh()
+  await Promise.all(Array.from({ length: 50 }, () => sql`select 1`))
+  const direct = postgres(replicas[0], { max: 1, onnotice: () => {} })
+  const [{ closed }] = await direct`
+    select count(pg_terminate_backend(pid))::int as closed from pg_stat_activity
+    where pid <> pg_backend_pid() and backend_type = 'client backend' and application_name not like 'pgfollow-%'`
+  await direct.end()
+  const replica = () => sql.status().find((node) => node.role === 'replica')
+  const before = replica().served
+  const deadline = Date.now() + 8_000
+  let rows = []
+  while (replica().served < before + 100 && Date.now() < deadline) rows = await Promise.all(Array.from({ length: 20 }, () => sql`select 1`))
+  const after = replica()
+  await sql.end()
+  assert.ok(closed > 0, 'the tag had connections on the replica')
+  assert.is(rows.length, 20)
+  assert.ok(after.served >= before + 100, `the replica served ${after.served - before} reads on new connections: ${JSON.stringify(after)}`)
+})
+
 queue('status counts transactions apart from statements', async () => {
   const sql = connect(cluster.descriptor)
   await sql.begin((tx) => tx`select 1`)

@@ -153,7 +153,11 @@ export class NodeLanes {
       this.#openTimeout,
     )
     unrefTimer(timer)
-    const opening = this.#pool.reserve().then(async (sql) => {
+    // postgres.js 3.4.9's reserve() hangs when it has to open a connection without fetching types (as here after
+    // the first lane): the new connection logs in and never hands itself over. A statement through the pool first
+    // leaves a logged-in connection idle for the reserve to take, and a dead node fails that statement instead of
+    // leaving a reserve queued in the pool for good (each retrying the node with a growing back-off).
+    const opening = (this.#pool.unsafe(CLEANSE) as Promise<unknown>).then(() => this.#pool.reserve()).then(async (sql) => {
       const lane = new Lane(sql)
       const probe = sql.unsafe(CLEANSE) as unknown as PgQuery
       onConnection(probe, (connection) => {
@@ -164,7 +168,14 @@ export class NodeLanes {
        // need not, and a connection that dies while fetching them leaves a rejection nobody can catch.
       ;(this.#pool.options as { fetch_types: boolean }).fetch_types = false
       this.#lanes.push(lane)
-      if (given || this.#ending) return this.#retire(lane)
+      if (this.#ending) return this.#retire(lane)
+      if (given) {
+        // Opened after it was given up on: a lane all the same while there is room, else an idle pool connection
+        // (not closed: released, the pool may already have handed it to someone else).
+        if (this.#lanes.length <= this.limit) return this.#events.free(lane)
+        this.#forget(lane)
+        return lane.sql.release()
+      }
       given = true
       clearTimeout(timer)
       this.#opening--
