@@ -125,7 +125,7 @@ export class Monitor {
     )
     const leader = cluster.leader
     const leaderRow = positions[due.indexOf(leader)]
-    let leaderLsn = leaderRow && !leaderRow.in_recovery ? parseLsn(leaderRow.current_lsn) : null
+    const leaderLsn = leaderRow && !leaderRow.in_recovery ? parseLsn(leaderRow.current_lsn) : null
     let leaderLsnAfterReplicas: bigint | null = null
     if (leaderLsn !== null) this.#remember(leaderLsn, now)
     if (leaderRow && leaderLsn !== null) {
