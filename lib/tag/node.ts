@@ -50,6 +50,15 @@ export class ClusterNode {
   readonly monitor: postgres.Sql
   /** The function catalog's reads (shared per process like the monitor's, and never keeping it alive). */
   readonly catalogClient: postgres.Sql
+  /**
+   * Where a session stands after a statement (its position), asked on a
+   * client like the monitor's but never coalesced: an answer to a question
+   * asked before the statement ended could predate its commit. Not on the
+   * pool: a question there could wait for a connection the user holds (a
+   * reserved one with `max: 1`), or be written behind a COPY or into the
+   * gap of a statement postgres.js re-prepares, and take its answer.
+   */
+  readonly positionClient: postgres.Sql
   /** Connections reserved for routed statements; set by the router. */
   lanes!: NodeLanes
   /** The pool's own query handler and canceller, taken from an unexecuted query. */
@@ -132,6 +141,7 @@ export class ClusterNode {
     const reach = definedOnly({ ssl, socket, path, keep_alive, idle_timeout })
     this.monitor = acquireMonitor(url, options.connectTimeout / 1000, reach, 'pgfollow-monitor')
     this.catalogClient = acquireMonitor(url, options.connectTimeout / 1000, reach, 'pgfollow-catalog')
+    this.positionClient = acquireMonitor(url, options.connectTimeout / 1000, reach, 'pgfollow-position', false)
     const probe = this.pool`` as unknown as PgQuery
     this.handler = probe.handler
     this.canceller = probe.canceller
@@ -184,6 +194,7 @@ export class ClusterNode {
       this.lanePool.end({ timeout: timeout ?? undefined }),
       releaseMonitor(this.monitor),
       releaseMonitor(this.catalogClient),
+      releaseMonitor(this.positionClient),
     ])
   }
 }
@@ -196,7 +207,13 @@ export class ClusterNode {
 const monitors = new Map<string, { sql: postgres.Sql; users: number }>()
 const monitorKeys = new WeakMap<postgres.Sql, string>()
 
-function acquireMonitor(url: string, connectTimeoutSeconds: number, reach: Record<string, unknown>, application: string): postgres.Sql {
+function acquireMonitor(
+  url: string,
+  connectTimeoutSeconds: number,
+  reach: Record<string, unknown>,
+  application: string,
+  coalesce = true,
+): postgres.Sql {
   // A user's own socket factory or TLS objects make a client of its own (they may differ per tag).
   const shareable = Object.values(reach).every((value) => value === undefined || typeof value !== 'object' && typeof value !== 'function')
   const key = shareable ? JSON.stringify([url, connectTimeoutSeconds, reach, application]) : `${url}#${Math.random()}`
@@ -218,7 +235,7 @@ function acquireMonitor(url: string, connectTimeoutSeconds: number, reach: Recor
         return socket
       }),
     } as postgres.Options<Record<string, postgres.PostgresType>>)
-    entry = { sql: coalescing(sql), users: 0 }
+    entry = { sql: coalesce ? coalescing(sql) : sql, users: 0 }
     monitors.set(key, entry)
     monitorKeys.set(entry.sql, key)
   }

@@ -669,18 +669,18 @@ export class Router extends EventEmitter {
 
   /** The leader's WAL insert position now: where a session stands after a transaction. */
   async leaderPosition(): Promise<bigint | null> {
-    const [row] = await this.leader.pool.unsafe(LEADER_POSITION)
+    const [row] = await this.leader.positionClient.unsafe(LEADER_POSITION)
     return parseLsn(row.lsn)
   }
 
   /**
    * Where a session stands after a statement that has ended on `node`, asked
-   * on any of the node's connections (not pipelined): the leader's insert
-   * position, or what the replica had replayed.
+   * on pgfollow's own connection to it (not pipelined, never the user's
+   * pool): the leader's insert position, or what the replica had replayed.
    */
   async positionAfter(node: ClusterNode): Promise<bigint | null> {
     try {
-      const rows = (await node.pool.unsafe(node === this.leader ? LEADER_POSITION : REPLICA_POSITION)) as { lsn: string }[]
+      const rows = (await node.positionClient.unsafe(node === this.leader ? LEADER_POSITION : REPLICA_POSITION)) as { lsn: string }[]
       const lsn = parseLsn(rows[0].lsn)
       if (node !== this.leader) node.replayLsn = maxLsn(node.replayLsn, lsn)
       return lsn
