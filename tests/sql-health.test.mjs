@@ -2,7 +2,8 @@
 // @exclusive
 // Health on a real cluster: lag is measured right (an idle leader is no
 // lag), a stale replica is retired and restored, a killed replica costs
-// 100 concurrent readers no errors, and a promoted replica takes the writes.
+// 100 concurrent readers no errors, a promoted replica takes the writes, and
+// statements that no node can serve fail without starving the timers.
 import process from 'node:process'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -144,6 +145,25 @@ faults('when the leader dies, writes fail fast, reads go on, and a promoted repl
   )
   assert.ok(events.some((e) => e.event === 'leader' && e.name === 'replica2'), 'a leader event was emitted')
   assert.is(sql.status().find((node) => node.role === 'leader').name, 'replica2')
+})
+
+faults('with every node out, a loop of failing statements still lets timers run', async () => {
+  cluster.kill('replica2')
+  await until(() => sql.status().every((node) => node.state !== 'healthy'), 5000, 'every node to be out')
+  // Failing without I/O, a statement rejected at once would keep such a loop on microtasks alone:
+  // no timer fires, so neither this one nor the monitor's that would notice a recovery.
+  let fired = false
+  const timer = setTimeout(() => (fired = true), 20)
+  let failed = 0
+  while (!fired && failed < 100_000) {
+    try {
+      await sql`select 1`
+    } catch {
+      failed++
+    }
+  }
+  clearTimeout(timer)
+  assert.ok(fired, `a 20 ms timer did not fire during ${failed} failed statements`)
 })
 
 faults.run()

@@ -288,6 +288,17 @@ function pastLeader(row: Record<string, any> | null, lsn: bigint): boolean {
   return Boolean(row?.in_recovery) && [row!.replay_lsn, row!.receive_lsn].some((text) => (parseLsn(text) ?? 0n) > lsn)
 }
 
+/**
+ * Resolves on a later macrotask. A statement that no node can serve fails
+ * without I/O: rejected right away, a caller that retries in a loop
+ * (`while (on) try { await sql`...` } catch {}`) would run on microtasks
+ * alone, and no timer would fire, the monitor's that notices a recovery
+ * included. Failing after this lets them run.
+ */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0))
+}
+
 /** Deno's timers are numbers; Node's are objects with unref. */
 export function unrefTimer(timer: unknown): void {
   const maybe = timer as { unref?: () => void }

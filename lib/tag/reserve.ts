@@ -16,6 +16,7 @@
 import type postgres from 'postgres'
 import type { StatementKind } from './classify.ts'
 import { nodeUnreachable, readOnlyRefusal } from './failures.ts'
+import { nextTurn } from './health.ts'
 import type { ClusterNode, PgQuery } from './node.ts'
 import type { RouteContext, Router } from './router.ts'
 import { interceptSettle, isStream, streams, whenStreamEnds } from './streams.ts'
@@ -65,7 +66,8 @@ class ReservedConnection {
     if (!this.#queue && this.#node && !this.#mustMove(kind)) return this.#execute(query)
     const next = (this.#queue ?? Promise.resolve())
       .then(() => this.#bindFor(kind))
-      .then(() => this.#execute(query), (error) => query.reject(error))
+      // No node to bind to: fail on a later turn, as the router does, so a retrying caller lets timers run.
+      .then(() => this.#execute(query), (error) => nextTurn().then(() => query.reject(error)))
     this.#queue = next
     void next.then(() => {
       if (this.#queue === next) this.#queue = null

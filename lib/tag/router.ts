@@ -11,7 +11,7 @@ import { FunctionCatalog } from './catalog.ts'
 import { type Classification, classifyStatement, type StatementKind } from './classify.ts'
 import { LeaderUnavailableError, NoReplicaError } from './errors.ts'
 import { neverConnected, nodeUnreachable, READ_TIMEOUT } from './failures.ts'
-import { Monitor, unrefTimer } from './health.ts'
+import { Monitor, nextTurn, unrefTimer } from './health.ts'
 import { Job, type RouteContext } from './job.ts'
 import { type Lane, NodeLanes } from './lanes.ts'
 import { Leadership } from './leadership.ts'
@@ -171,7 +171,8 @@ export class Router extends EventEmitter {
       else if (job.ctx.session) this.#runSessionRead(job).catch((error) => job.reject(error))
       else this.#toReplica(job)
     } catch (error) {
-      job.reject(error)
+      // No node can take it: fail on a later turn, so that a caller retrying in a loop lets timers run.
+      void nextTurn().then(() => job.reject(error))
     }
   }
 
@@ -572,7 +573,7 @@ export class Router extends EventEmitter {
       if (session) afterStream(query, () => session.track(this.positionAfter(node)))
       node.handler(query)
     } catch (error) {
-      query.reject(error)
+      void nextTurn().then(() => query.reject(error)) // as in #run
     }
   }
 
@@ -645,7 +646,13 @@ export class Router extends EventEmitter {
    * the search for a new leader starts.
    */
   async transaction<T>(run: (leader: ClusterNode['pool']) => Promise<T>): Promise<T> {
-    const leader = this.requireLeader()
+    let leader: ClusterNode
+    try {
+      leader = this.requireLeader()
+    } catch (error) {
+      await nextTurn() // as for a statement no node can take
+      throw error
+    }
     leader.inFlight++
     try {
       const result = await run(leader.pool)
