@@ -106,6 +106,8 @@ export class Router extends EventEmitter {
     this.#Builder = Object.getPrototypeOf(this.nodes[0].pool({})).constructor
     for (const node of this.nodes) this.#addLanes(node)
     this.#leadership = new Leadership(this, () => this.#monitor.patroni?.follow())
+    // Reads stranded without a node go on as soon as one is back.
+    for (const event of ['leader', 'restore']) this.on(event, () => this.#strandedSince > 0 && this.#rerouteReads(false))
     this.#catalog = new FunctionCatalog({
       // A client of its own, not the monitor's (a slow catalog read must not delay a health check) and not the
       // pool's (shared per process and unref'd: 200 tags hold one, and an unused tag lets the process exit).
@@ -290,7 +292,20 @@ export class Router extends EventEmitter {
       return this.#reads.push(job)
     }
     if (this.#replicas.hasEligible(job.position, job.tried)) return this.#reads.push(job)
+    if (job.tried.length > 0 && this.options.fallback && !this.leaderUsable) return this.#strand(job)
     this.#toLeader(job, this.#readFallback(job))
+  }
+
+  /**
+   * A read whose node failed under it, with no other node to go to right
+   * now (a failover between the old leader's death and the new one's
+   * election): it waits in line like a read stranded by a retire, goes on as
+   * soon as a replica is back or a leader is elected, and fails only after
+   * connectTimeout with no node.
+   */
+  #strand(job: Job): void {
+    this.#reads.push(job)
+    if (this.#strandedSince === 0) this.#strandedSince = Date.now()
   }
 
   #toLeader(job: Job, leader: ClusterNode): void {
