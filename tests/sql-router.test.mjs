@@ -1,3 +1,4 @@
+// @exclusive
 // The router's execution path on a real cluster: it owns the queue (time
 // waiting for a lane is not read time), a slow read on a live node runs
 // once, the leader's own 25006 is the caller's, an error that came after
