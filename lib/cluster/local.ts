@@ -209,6 +209,28 @@ export function planPorts(ports: number[] | undefined, replicas: number | undefi
   return planned
 }
 
+/**
+ * The state of a cluster about to be created, embedded or HA: fresh
+ * passwords (the superuser's from PGFOLLOW_PASSWORD when set), the
+ * application database and superuser, and where its node dirs go.
+ */
+export function newClusterState(
+  { nodes, synchronous, nodesDir, ha }: { nodes: LocalNode[]; synchronous: SynchronousMode; nodesDir?: string; ha?: HaState },
+): ClusterState {
+  return {
+    tool: 'pgfollow',
+    version: 1,
+    database: DATABASE,
+    superuser: SUPERUSER,
+    password: readEnv().password ?? generatePassword(),
+    replicatorPassword: generatePassword(),
+    synchronous,
+    nodes,
+    ...(nodesDir ? { nodesDir } : {}),
+    ...(ha ? { ha } : {}),
+  }
+}
+
 async function create(dir: string, options: UpOptions, progress: (message: string) => void): Promise<UpResult> {
   const ports = planPorts(options.ports, options.replicas)
   const synchronous = parseSynchronousMode(options.synchronous ?? 'off', '--synchronous')
@@ -220,17 +242,7 @@ async function create(dir: string, options: UpOptions, progress: (message: strin
   prepareDir(dir)
   const nodesDir = placeNodes(dir, user)
 
-  const state: ClusterState = {
-    tool: 'pgfollow',
-    version: 1,
-    database: DATABASE,
-    superuser: SUPERUSER,
-    password: readEnv().password ?? generatePassword(),
-    replicatorPassword: generatePassword(),
-    synchronous,
-    nodes,
-    ...(nodesDir ? { nodesDir } : {}),
-  }
+  const state = newClusterState({ nodes, synchronous, nodesDir })
   // Written first, so a cluster that fails half-way can still be destroyed.
   writeState(dir, state)
 

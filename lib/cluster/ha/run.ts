@@ -15,10 +15,10 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSy
 import { join, resolve } from 'node:path'
 import process from 'node:process'
 import postgres from 'postgres'
-import { DEFAULT_CLUSTER_DIR } from '../../tag/descriptor.ts'
+import { DEFAULT_CLUSTER_DIR, readEnv } from '../../tag/descriptor.ts'
 import { ClusterError, ConfigError } from '../../tag/errors.ts'
 import { readPatroniCluster } from '../../tag/patroni-view.ts'
-import { DATABASE, generatePassword, parseSynchronousMode, patroniYaml } from '../../topology.ts'
+import { parseSynchronousMode, patroniYaml } from '../../topology.ts'
 import {
   type ClusterState,
   descriptorOf,
@@ -26,12 +26,12 @@ import {
   HOST,
   type LocalNode,
   makeNodeHome,
+  newClusterState,
   nodePaths,
   nodeUrl,
   planPorts,
   prepareDir,
   readState,
-  SUPERUSER,
   type UpOptions,
   type UpResult,
   writeState,
@@ -66,7 +66,7 @@ export interface HaBinaries {
  * /usr/bin/patroni is run with Debian's /usr/bin/python3 explicitly: another
  * python3 first on PATH lacks Patroni's modules.
  */
-export function findHaBinaries(pgBin = process.env.PG_BIN): HaBinaries {
+export function findHaBinaries(pgBin = readEnv().pgBin): HaBinaries {
   const missing: string[] = []
   const python = '/usr/bin/python3'
   const patroni = '/usr/bin/patroni'
@@ -119,18 +119,7 @@ async function createHa(dir: string, options: HaUpOptions, progress: (message: s
   assertReachable(user, binaries.pgBin, 'PostgreSQL binaries')
   prepareDir(dir)
   const nodesDir = placeNodes(dir, user)
-  const state: ClusterState = {
-    tool: 'pgfollow',
-    version: 1,
-    database: DATABASE,
-    superuser: SUPERUSER,
-    password: process.env.PGFOLLOW_PASSWORD || generatePassword(),
-    replicatorPassword: generatePassword(),
-    synchronous,
-    nodes,
-    ha: { etcd: { client: etcd[0], peer: etcd[1] }, rest, pgBin: binaries.pgBin },
-    ...(nodesDir ? { nodesDir } : {}),
-  }
+  const state = newClusterState({ nodes, synchronous, nodesDir, ha: { etcd: { client: etcd[0], peer: etcd[1] }, rest, pgBin: binaries.pgBin } })
   // Written first, so a cluster that fails half-way can still be destroyed.
   writeState(dir, state)
   try {
