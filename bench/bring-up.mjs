@@ -6,7 +6,7 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
-import { destroy, freePort, up } from 'pgfollow/cluster'
+import { destroy, freePorts, up } from 'pgfollow/cluster'
 import { isMain, median, onCleanup, round, standalone } from './helpers.mjs'
 
 export const id = 'bring-up'
@@ -24,7 +24,7 @@ export async function measure({ quick, log }) {
       rmSync(parent, { recursive: true, force: true })
     })
     try {
-      const ports = [await freePort(), await freePort(), await freePort()]
+      const ports = await freePorts(3)
       const marks = []
       const started = performance.now()
       await up({ dir, ports, replicas: 2, onProgress: (message) => marks.push({ message, at: performance.now() - started }) })

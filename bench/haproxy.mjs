@@ -3,13 +3,11 @@
 // haproxy.cfg.template in a temp dir, run in the foreground (-db), and
 // stopped by its pid. When it cannot run, `startHaproxy` says why instead
 // of throwing, so the bench skips that row and reports the reason.
-import { spawn } from 'node:child_process'
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
 import { freePort } from 'pgfollow/cluster'
-import { onCleanup, sleep } from './helpers.mjs'
-import { findDebianBinary, waitUntilAnswers } from './peers.mjs'
+import { findDebianBinary, runPeer } from './peers.mjs'
 
 const TEMPLATE = new URL('./haproxy.cfg.template', import.meta.url)
 
@@ -39,24 +37,17 @@ export async function startHaproxy(descriptor) {
   const config = readFileSync(TEMPLATE, 'utf8').replace(/\{\{(\w+)\}\}/g, (_, key) => String(values[key]))
   writeFileSync(join(dir, 'haproxy.cfg'), config, { mode: 0o600 })
 
-  const log = openSync(join(dir, 'haproxy.log'), 'a')
-  const child = spawn(binary.path, ['-db', '-f', join(dir, 'haproxy.cfg')], { stdio: ['ignore', log, log] })
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  const stop = onCleanup(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      // SIGTERM: HAProxy's hard stop, which closes every proxied connection at once.
-      child.kill('SIGTERM')
-      const done = await Promise.race([exited, sleep(10_000).then(() => null)])
-      if (!done) child.kill('SIGKILL')
-    }
-    rmSync(dir, { recursive: true, force: true })
-  })
-
   const leader = new URL(descriptor.leader)
   const url = `postgres://${leader.username}:${leader.password}@127.0.0.1:${port}${leader.pathname}`
-  const failure = await waitUntilAnswers(url, child)
-  if (!failure) return { url, stop, version: binary.version, pid: child.pid }
-  const tail = readFileSync(join(dir, 'haproxy.log'), 'utf8').trim().split('\n').slice(-10).join('\n')
-  await stop()
-  return { skipped: `HAProxy did not pass connections (${failure}); its log ends:\n${tail}` }
+  const peer = await runPeer({
+    name: 'HAProxy',
+    command: binary.path,
+    args: ['-db', '-f', join(dir, 'haproxy.cfg')],
+    dir,
+    logFile: join(dir, 'haproxy.log'),
+    // SIGTERM: HAProxy's hard stop, which closes every proxied connection at once.
+    stopSignal: 'SIGTERM',
+    url,
+  })
+  return peer.skipped ? peer : { ...peer, url, version: binary.version }
 }

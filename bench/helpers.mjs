@@ -15,7 +15,7 @@ import { run } from 'mitata'
 import postgres from 'postgres'
 import { parseLsn } from 'pgfollow'
 import { seededRandom, waitForReplay, writeBlog } from 'pgfollow/ops'
-import { destroy, freePort, nodePaths, nodePid, up } from 'pgfollow/cluster'
+import { destroy, freePorts, nodePaths, nodePid, up } from 'pgfollow/cluster'
 
 // -----------------------------------------------------------------------------
 // Cleanup: every cluster, pgpool and child we start is stopped by its pid,
@@ -70,8 +70,7 @@ export async function startCluster({ replicas = 2, settings = {}, migrate = true
     await destroy(dir).catch(() => {})
     removeDir()
   })
-  const ports = []
-  for (let i = 0; i <= replicas; i++) ports.push(await freePort())
+  const ports = await freePorts(replicas + 1)
   try {
     const result = await up({ dir, ports, replicas, migrate, settings: { ...BENCH_SETTINGS, ...settings } })
     return {

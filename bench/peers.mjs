@@ -2,11 +2,12 @@
 // Debian's packages: found on PATH, or installed with apt-get when we are
 // root and may. A peer that cannot be had is skipped with the reason, never
 // an error: the bench reports the row as skipped.
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import process from 'node:process'
 import postgres from 'postgres'
-import { sleep } from './helpers.mjs'
+import { onCleanup, sleep } from './helpers.mjs'
 
 /** `{ path, version }` of `binary`, installing Debian's `pkg` when allowed; else `{ skipped }`. */
 export function findDebianBinary(binary, pkg, { install = true, versionFlag = '--version' } = {}) {
@@ -73,4 +74,38 @@ export async function waitUntilAnswers(url, child, timeoutMs = 30_000) {
     }
   }
   return lastError?.message ?? 'it exited'
+}
+
+/**
+ * Runs a peer in the foreground with its output in `logFile`, and waits
+ * until `url` answers through it. `stop()` sends `stopSignal` (SIGKILL after
+ * 10 s) and removes `dir`; it also runs at the bench's cleanup. Resolves
+ * with `{ stop, pid }`, or `{ skipped }` (the peer stopped) with the end of its log.
+ */
+export async function runPeer({ name, command, args, dir, logFile, stopSignal, url }) {
+  const log = openSync(logFile, 'a')
+  const child = spawn(command, args, { stdio: ['ignore', log, log] })
+  closeSync(log)
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const stop = onCleanup(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill(stopSignal)
+      const done = await Promise.race([exited, sleep(10_000).then(() => null)])
+      if (!done) child.kill('SIGKILL')
+    }
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const failure = await waitUntilAnswers(url, child)
+  if (!failure) return { stop, pid: child.pid }
+  const tail = logTail(logFile)
+  await stop()
+  return { skipped: `${name} did not pass a query (${failure}); its log ends:\n${tail}` }
+}
+
+function logTail(file) {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-10).join('\n')
+  } catch {
+    return '(no log)'
+  }
 }

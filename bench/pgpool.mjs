@@ -3,13 +3,11 @@
 // in a temp dir, run in the foreground (-n) as the servers' user, and
 // stopped by its pid. When it cannot run, `startPgpool` says why instead of
 // throwing, so the bench skips that row and reports the reason.
-import { spawn } from 'node:child_process'
-import { chmodSync, chownSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
-import { freePort, serverUser } from 'pgfollow/cluster'
-import { findDebianBinary, waitUntilAnswers } from './peers.mjs'
-import { onCleanup, sleep } from './helpers.mjs'
+import { freePorts, serverUser } from 'pgfollow/cluster'
+import { findDebianBinary, runPeer } from './peers.mjs'
 
 const TEMPLATE = new URL('./pgpool.conf.template', import.meta.url)
 
@@ -32,7 +30,7 @@ export async function startPgpool(descriptor, { children = 110 } = {}) {
   const database = leader.pathname.slice(1)
   const dir = mkdtempSync(join(os.tmpdir(), 'pgfollow-pgpool-'))
   const owner = serverUser()
-  const [port, pcpPort] = [await freePort(), await freePort()]
+  const [port, pcpPort] = await freePorts(2)
   const nodes = [descriptor.leader, ...descriptor.replicas].map((url) => new URL(url))
   const backends = nodes
     .map((url, i) =>
@@ -59,35 +57,20 @@ export async function startPgpool(descriptor, { children = 110 } = {}) {
     for (const name of Object.keys(files)) chownSync(join(dir, name), owner.uid, owner.gid)
   }
 
-  const log = openSync(join(dir, 'pgpool.log'), 'a')
   const args = ['-n', '-D', '-f', join(dir, 'pgpool.conf'), '-F', join(dir, 'pcp.conf'), '-a', join(dir, 'pool_hba.conf')]
   const [command, argv] = owner
     ? ['setpriv', [`--reuid=${owner.uid}`, `--regid=${owner.gid}`, '--clear-groups', '--', binary.path, ...args]]
     : [binary.path, args]
-  const child = spawn(command, argv, { stdio: ['ignore', log, log] })
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  const stop = onCleanup(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      // SIGINT: pgpool's fast shutdown; it ends its children itself.
-      child.kill('SIGINT')
-      const done = await Promise.race([exited, sleep(10_000).then(() => null)])
-      if (!done) child.kill('SIGKILL')
-    }
-    rmSync(dir, { recursive: true, force: true })
-  })
-
   const url = `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`
-  const failure = await waitUntilAnswers(url, child)
-  if (!failure) return { url, stop, version: binary.version, dir, children, pid: child.pid }
-  const tail = readLog(dir)
-  await stop()
-  return { skipped: `pgpool did not accept connections (${failure}); its log ends:\n${tail}` }
-}
-
-function readLog(dir) {
-  try {
-    return readFileSync(join(dir, 'pgpool.log'), 'utf8').trim().split('\n').slice(-10).join('\n')
-  } catch {
-    return '(no log)'
-  }
+  const peer = await runPeer({
+    name: 'pgpool',
+    command,
+    args: argv,
+    dir,
+    logFile: join(dir, 'pgpool.log'),
+    // SIGINT: pgpool's fast shutdown; it ends its children itself.
+    stopSignal: 'SIGINT',
+    url,
+  })
+  return peer.skipped ? peer : { ...peer, url, version: binary.version, dir, children }
 }

@@ -25,7 +25,7 @@ export {
   writeStandbyConfig,
   writeState,
 } from './local.ts'
-export { freePort, isPortFree } from './ports.ts'
+export { freePort, freePorts, isPortFree } from './ports.ts'
 export { isAlive, readPid, runningPid, startServer, stopServer } from './process.ts'
 export { type ClusterStatus, type ServerStatus, status } from './status.ts'
 export { reachableBinaries, SERVER_ROOT } from './reachable.ts'

@@ -24,6 +24,16 @@ export function freePort(): Promise<number> {
   })
 }
 
+/** `count` different free ports (two asks in a row may be given the same one). */
+export async function freePorts(count: number): Promise<number[]> {
+  const ports: number[] = []
+  while (ports.length < count) {
+    const port = await freePort()
+    if (!ports.includes(port)) ports.push(port)
+  }
+  return ports
+}
+
 /** Throws when a port the cluster needs is taken, naming the node and the flag. */
 export async function assertPortsFree(entries: { port: number; node: string }[], flag = '--ports'): Promise<void> {
   for (const { port, node } of entries) {
