@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { argv, chalk, echo, spinner } from 'zx'
-import { loadLibrary, paint as paintWith, runMain, table as tableWith } from './script-runner.mjs'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/cluster.mjs <command> [flags]
 
@@ -54,6 +54,8 @@ const FLAGS = [
 ]
 
 const lib = await loadLibrary()
+const { paint, table } = lib
+const { displayPath } = lib.ops
 await runMain(main, lib.pgfollow)
 
 async function main() {
@@ -108,7 +110,7 @@ async function commandUp(dir) {
     report.done()
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1)
-  const where = displayDir(result.dir)
+  const where = displayPath(result.dir)
   if (argv.json) {
     echo(
       JSON.stringify({ dir: result.dir, action: result.action, started: result.started, seconds: Number(seconds), nodes: nodeRows(result) }, null, 2),
@@ -149,7 +151,7 @@ async function commandStatus(dir) {
         chalk.yellow(
           `Not streaming from the leader: ${
             lagging.map((node) => `${node.name} (${node.detail ? `${node.state}: ${node.detail}` : node.state})`).join(', ')
-          }; see its postgres.log in ${displayDir(result.dir)}.`,
+          }; see its postgres.log in ${displayPath(result.dir)}.`,
         ),
       )
     }
@@ -170,7 +172,7 @@ async function commandDestroy(dir) {
   await busy('destroying the cluster', () => lib.cluster.destroy(dir))
   if (argv.json) echo(JSON.stringify({ destroyed: existed ? path : null }))
   else {echo(
-      existed ? `Destroyed ${displayDir(path)}: servers stopped, directory removed.` : `Nothing to destroy: ${displayDir(path)} does not exist.`,
+      existed ? `Destroyed ${displayPath(path)}: servers stopped, directory removed.` : `Nothing to destroy: ${displayPath(path)} does not exist.`,
     )}
   return 0
 }
@@ -219,7 +221,7 @@ async function docker(command, dir) {
       echo(chalk.green(`The Docker cluster (stack ${result.stack}) is up.`))
       echo(table(['NODE', 'URL'], names.map((name, i) => [name, urls[i]])))
       if (result.pgadminUrl) echo(`pgAdmin: ${result.pgadminUrl}`)
-      echo(chalk.dim(`Descriptor (with passwords, mode 0600): ${displayDir(result.file)}`))
+      echo(chalk.dim(`Descriptor (with passwords, mode 0600): ${displayPath(result.file)}`))
       return 0
     }
     if (command === 'down' || command === 'destroy') {
@@ -300,20 +302,8 @@ function parseReplicas(value) {
   return replicas
 }
 
-function table(header, rows) {
-  return tableWith(lib.ops, header, rows)
-}
-
-function paint(state) {
-  return paintWith(state, lib.ops)
-}
-
 function resolveDir(dir) {
   return resolve(dir ?? lib.pgfollow.DEFAULT_CLUSTER_DIR)
-}
-
-function displayDir(path) {
-  return lib.ops.displayPath(path)
 }
 
 function usageError(message) {

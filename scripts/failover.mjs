@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { chalk, echo, parseArgv } from 'zx'
-import { loadLibrary, paint as paintWith, runMain } from './script-runner.mjs'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/failover.mjs [flags]
 
@@ -40,6 +40,8 @@ const STRING_FLAGS = ['dir', 'cluster', 'promote']
 const BOOLEAN_FLAGS = ['rejoin', 'json', 'help', 'h']
 
 const lib = await loadLibrary()
+const { paint } = lib
+const { displayPath } = lib.ops
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
 const argv = parseArgv(lib.ops.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
@@ -157,12 +159,4 @@ function progress() {
 
 function redacted(descriptor) {
   return { leader: lib.pgfollow.redactUrl(descriptor.leader), replicas: descriptor.replicas.map((url) => lib.pgfollow.redactUrl(url)) }
-}
-
-function paint(state) {
-  return paintWith(state, lib.ops)
-}
-
-function displayPath(path) {
-  return lib.ops.displayPath(path)
 }

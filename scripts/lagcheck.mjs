@@ -7,7 +7,7 @@
 // descriptor, read by lib/ops/replication.ts as `cluster.mjs status` reads
 // it); this file parses flags, paints tables and picks the exit code.
 import { chalk, echo, parseArgv } from 'zx'
-import { loadLibrary, paint as paintWith, runMain } from './script-runner.mjs'
+import { loadLibrary, runMain } from './script-runner.mjs'
 
 const USAGE = `Usage: npx zx scripts/lagcheck.mjs [flags]
 
@@ -39,7 +39,7 @@ const SPARK_WIDTH = 30
 /** States of a replica that answers but must not serve reads (lib/tag/follow.ts). */
 const NOT_FOLLOWING = ['not-following', 'diverged', 'wrong-upstream', 'other-cluster']
 
-const { pgfollow, ops } = await loadLibrary()
+const { pgfollow, ops, paint } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
 const argv = parseArgv(ops.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
@@ -173,8 +173,4 @@ function note(replica) {
   if (replica.syncState && replica.syncState !== 'async') parts.push(replica.syncState)
   if (replica.upstream) parts.push(`from ${replica.upstream}`)
   return chalk.dim(parts.join(', '))
-}
-
-function paint(state) {
-  return paintWith(state, ops)
 }

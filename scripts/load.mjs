@@ -39,6 +39,7 @@ const STRING_FLAGS = ['cluster', 'writers', 'readers', 'duration', 'consistency'
 const BOOLEAN_FLAGS = ['json', 'help', 'h']
 
 const { pgfollow, ops } = await loadLibrary()
+const { displayPath } = ops
 // zx's default argv guesses types, and `npx zx` puts one more word before the
 // script's arguments than `node`: this parse knows both.
 const argv = parseArgv(ops.scriptArgs(import.meta.url), { string: STRING_FLAGS, boolean: BOOLEAN_FLAGS })
@@ -259,8 +260,4 @@ function printSummary(summary, report) {
       }),
     )
   }
-}
-
-function displayPath(path) {
-  return ops.displayPath(path)
 }

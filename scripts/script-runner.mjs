@@ -6,7 +6,11 @@
 import process from 'node:process'
 import { chalk } from 'zx'
 
-/** `{ pgfollow, ops, cluster, topology }`: the `pgfollow`, `pgfollow/ops`, `pgfollow/cluster` and `pgfollow/topology` modules from dist/. */
+/**
+ * `{ pgfollow, ops, cluster, topology }`: the `pgfollow`, `pgfollow/ops`,
+ * `pgfollow/cluster` and `pgfollow/topology` modules from dist/, with the
+ * scripts' `paint` and `table` on top of them.
+ */
 export async function loadLibrary() {
   try {
     const [pgfollow, ops, cluster, topology] = await Promise.all([
@@ -15,7 +19,7 @@ export async function loadLibrary() {
       import('pgfollow/cluster'),
       import('pgfollow/topology'),
     ])
-    return { pgfollow, ops, cluster, topology }
+    return { pgfollow, ops, cluster, topology, paint: (state) => paint(state, ops), table: (header, rows) => table(ops, header, rows) }
   } catch (error) {
     if (error?.code === 'ERR_MODULE_NOT_FOUND' && /dist/.test(error.message)) {
       console.error(chalk.red('pgfollow is not built (no dist/): run `npm run build` first (`npm ci` does it too).'))
@@ -26,13 +30,13 @@ export async function loadLibrary() {
 }
 
 /** A node state in the colour of its tone (pgfollow/ops stateTone decides the tone). */
-export function paint(state, ops) {
+function paint(state, ops) {
   const tone = ops.stateTone(state)
   return tone === 'good' ? chalk.green(state) : tone === 'bad' ? chalk.red(state) : chalk.yellow(state)
 }
 
 /** pgfollow/ops formatTable with a bold header, as one string. */
-export function table(ops, header, rows) {
+function table(ops, header, rows) {
   const [head, ...body] = ops.formatTable(header, rows)
   return [chalk.bold(head), ...body].join('\n')
 }

@@ -26,6 +26,7 @@ check. Ctrl-C stops the load cleanly; the cluster stays up either way
 const here = new URL('.', import.meta.url).pathname
 const script = (name) => join(here, name)
 const { ops } = await loadLibrary()
+const { displayPath } = ops
 const args = ops.scriptArgs(import.meta.url)
 const argv = parseArgv(args, { string: ['dir', 'ports'], boolean: ['help', 'h'] })
 
@@ -79,10 +80,6 @@ if (code === 0) {
   for (const [command, what] of hints) echo(`  ${command.padEnd(width)}  ${chalk.dim(what)}`)
 }
 process.exitCode = code
-
-function displayPath(path) {
-  return ops.displayPath(path)
-}
 
 /** The arguments for load.mjs: everything but --dir, --ports and their values. */
 function withoutClusterFlags(list) {
