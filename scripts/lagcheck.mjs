@@ -36,8 +36,6 @@ const STRING_FLAGS = ['cluster', 'interval', 'count', 'max-lag-bytes', 'max-lag-
 const BOOLEAN_FLAGS = ['once', 'json', 'watch', 'help', 'h']
 const EXIT_UNKNOWN = 3
 const SPARK_WIDTH = 30
-/** States of a replica that answers but must not serve reads (lib/tag/follow.ts). */
-const NOT_FOLLOWING = ['not-following', 'diverged', 'wrong-upstream', 'other-cluster']
 
 const { pgfollow, ops, paint } = await loadLibrary()
 // zx's default argv guesses types, and `npx zx` puts one more word before the
@@ -168,7 +166,7 @@ function print(snapshot, verdict, history, { redraw, intervalMs }) {
 
 function note(replica) {
   if (replica.state === 'down') return chalk.red(replica.error ?? 'does not answer')
-  if (replica.state === 'leader' || NOT_FOLLOWING.includes(replica.state)) return chalk.red(replica.error)
+  if (replica.state === 'leader' || ops.FOLLOW_PROBLEMS.includes(replica.state)) return chalk.red(replica.error)
   const parts = []
   if (replica.syncState && replica.syncState !== 'async') parts.push(replica.syncState)
   if (replica.upstream) parts.push(`from ${replica.upstream}`)
