@@ -14,6 +14,7 @@ import {
   parseSynchronousMode,
   REPLICA_PORT_STEP,
   slotName,
+  SUPERUSER,
   type SynchronousMode,
 } from '../lib/topology.ts'
 
@@ -100,10 +101,8 @@ export { REPLICA_PORT_STEP }
 export const CONTAINER_PORT = 5432
 /** pgAdmin's port inside its container. */
 export const PGADMIN_CONTAINER_PORT = 80
-/** Superuser of every node. */
-export const SUPERUSER = 'postgres'
-/** The database the leader's init script creates and the descriptor's URLs name: the same as the local cluster's. */
-export { DATABASE }
+/** The database the leader's init script creates and the descriptor's URLs name, and their superuser: the same as the local cluster's. */
+export { DATABASE, SUPERUSER }
 
 export interface NodePlan {
   /** `leader`, `replica1`, ...: also the replica's application_name. */

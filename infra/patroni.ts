@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import * as docker from '@pulumi/docker'
 import * as pulumi from '@pulumi/pulumi'
 import * as random from '@pulumi/random'
-import { patroniYaml } from '../lib/topology.ts'
+import { type ClusterDescriptor, patroniYaml } from '../lib/topology.ts'
 import { postgresUrl } from './files.ts'
 import { pgadminContainer } from './pgadmin.ts'
 import {
@@ -37,11 +37,8 @@ const POSTGRES_OWNER = { owner: '999', group: '999' }
 /** Where Patroni reads its configuration inside a node. */
 export const PATRONI_CONFIG = '/etc/patroni/patroni.yml'
 
-export interface PatroniDescriptor {
-  leader: string
-  replicas: string[]
-  patroni: string[]
-}
+/** The descriptor of a Patroni cluster: the topology's, with its Patroni endpoints always there. */
+export type PatroniDescriptor = Required<ClusterDescriptor>
 
 export class PatroniCluster extends pulumi.ComponentResource {
   readonly plan: ClusterPlan

@@ -14,6 +14,9 @@ export type { ClusterDescriptor } from './tag/descriptor.ts'
 /** The database the descriptor's URLs name, on every kind of cluster. */
 export const DATABASE = 'pgfollow'
 
+/** The superuser the descriptor's URLs log in as, on every kind of cluster (the postgres images' own). */
+export const SUPERUSER = 'postgres'
+
 /** The first node's name; replicas are named by replicaName(). */
 export const LEADER_NAME = 'leader'
 

@@ -23,6 +23,7 @@ import {
   serverSettings,
   slotName,
   standbySettings,
+  SUPERUSER,
   type SynchronousMode,
   toConfLines,
 } from '../topology.ts'
@@ -38,7 +39,6 @@ import { downHa, stopHa, upHa } from './ha/run.ts'
 export const STATE_FILE = 'pgfollow.json'
 export { DEFAULT_PORTS } from '../topology.ts'
 export const HOST = '127.0.0.1'
-export const SUPERUSER = 'postgres'
 
 export interface LocalNode {
   name: string
