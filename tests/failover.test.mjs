@@ -16,6 +16,7 @@ import { nodePaths, readState, stopServer } from 'pgfollow/cluster'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { startCluster } from './helpers/cluster.mjs'
+import { sleep } from './helpers/wait.mjs'
 
 const scriptPath = (name) => fileURLToPath(new URL(`../scripts/${name}`, import.meta.url))
 
@@ -26,8 +27,6 @@ function script(name, args) {
     })
   })
 }
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function eventually(check, { timeoutMs = 15_000, what = 'the condition' } = {}) {
   const deadline = Date.now() + timeoutMs

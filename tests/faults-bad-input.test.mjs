@@ -15,7 +15,8 @@ import postgres from 'postgres'
 import { ConfigError, connect, LeaderUnavailableError, parseLsn } from 'pgfollow'
 import { waitForReplay } from 'pgfollow/ops'
 import { startCluster } from './helpers/cluster.mjs'
-import { describeErrors, loops, mb, measured, ms, sleep, within } from './helpers/faults.mjs'
+import { describeErrors, loops, mb, measured, ms } from './helpers/faults.mjs'
+import { sleep, within } from './helpers/wait.mjs'
 
 const cluster = await startCluster()
 const { leader: leaderUrl, replicas: replicaUrls } = cluster.descriptor

@@ -20,7 +20,8 @@ import postgres from 'postgres'
 import { connect } from 'pgfollow'
 import { failover, up } from 'pgfollow/cluster'
 import { startCluster } from './helpers/cluster.mjs'
-import { measured, ms, until } from './helpers/faults.mjs'
+import { measured, ms } from './helpers/faults.mjs'
+import { until } from './helpers/wait.mjs'
 
 const WRITES = 1000
 const WRITERS = 4

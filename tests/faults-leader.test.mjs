@@ -10,7 +10,8 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { connect, LeaderUnavailableError } from 'pgfollow'
 import { startCluster } from './helpers/cluster.mjs'
-import { describeErrors, loops, measured, ms, percentile, sleep, until } from './helpers/faults.mjs'
+import { describeErrors, loops, measured, ms, percentile } from './helpers/faults.mjs'
+import { sleep, until } from './helpers/wait.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const cluster = await startCluster()

@@ -13,7 +13,8 @@ import { connect } from 'pgfollow'
 import { readPage, writeBlog } from 'pgfollow/ops'
 import { stopServer, up } from 'pgfollow/cluster'
 import { startCluster } from './helpers/cluster.mjs'
-import { describeErrors, hangingServer, loops, measured, ms, percentile, sleep, until, within } from './helpers/faults.mjs'
+import { describeErrors, hangingServer, loops, measured, ms, percentile } from './helpers/faults.mjs'
+import { sleep, until, within } from './helpers/wait.mjs'
 
 const cluster = await startCluster()
 const replica1Port = cluster.ports[1]

@@ -17,7 +17,8 @@ import postgres from 'postgres'
 import { connect } from 'pgfollow'
 import { freePort } from 'pgfollow/cluster'
 import { startCluster } from './helpers/cluster.mjs'
-import { measured, sleep } from './helpers/faults.mjs'
+import { measured } from './helpers/faults.mjs'
+import { sleep } from './helpers/wait.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 // A password from the environment would make the "generated" checks meaningless.

@@ -20,7 +20,8 @@ import { join } from 'node:path'
 import process from 'node:process'
 import { promisify } from 'node:util'
 import { haUnavailable, startHaCluster } from './helpers/cluster.mjs'
-import { describeErrors, measured, sleep, until } from './helpers/faults.mjs'
+import { describeErrors, measured } from './helpers/faults.mjs'
+import { sleep, until } from './helpers/wait.mjs'
 
 const missing = haUnavailable()
 const ha = suite('Patroni HA')

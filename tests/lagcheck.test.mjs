@@ -11,6 +11,7 @@ import { stopServer } from 'pgfollow/cluster'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { startCluster } from './helpers/cluster.mjs'
+import { sleep } from './helpers/wait.mjs'
 
 const SCRIPT = fileURLToPath(new URL('../scripts/lagcheck.mjs', import.meta.url))
 const LSN = /^[0-9A-F]+\/[0-9A-F]+$/
@@ -23,8 +24,6 @@ function lagcheck(args, env = {}) {
     })
   })
 }
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 // One cluster for the file, started before any suite is queued; the last suite stops it.
 const cluster = await startCluster()

@@ -15,6 +15,7 @@ import { PostgresJSDialect } from 'kysely-postgres-js'
 import { connect, LeaderUnavailableError } from 'pgfollow'
 import { freePort } from 'pgfollow/cluster'
 import { startCluster } from './helpers/cluster.mjs'
+import { until } from './helpers/wait.mjs'
 
 const cluster = await startCluster({ replicas: 1, migrate: false })
 const [leaderPort, replicaPort] = cluster.ports
@@ -33,14 +34,6 @@ const sql = connect({
 async function setApplyDelay(delay) {
   await replicaAdmin.unsafe(`alter system set recovery_min_apply_delay = '${delay}'`)
   await replicaAdmin`select pg_reload_conf()`
-}
-
-async function until(check, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
 }
 
 /** Waits until the replica has replayed everything the leader has, and the tag knows it is healthy. */

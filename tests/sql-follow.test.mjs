@@ -18,9 +18,9 @@ import { judgeLag, lagSnapshot } from 'pgfollow/ops'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { startCluster } from './helpers/cluster.mjs'
+import { sleep } from './helpers/wait.mjs'
 
 const NOT_FOLLOWING = ['not-following', 'diverged', 'wrong-upstream']
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const portOf = (url) => Number(/:(\d+)\//.exec(url)[1])
 const measured = (line) => console.log(`  measured: ${line}`)
 

@@ -10,21 +10,13 @@ import * as assert from 'uvu/assert'
 import postgres from 'postgres'
 import { connect, LeaderUnavailableError } from 'pgfollow'
 import { startCluster } from './helpers/cluster.mjs'
+import { sleep, until } from './helpers/wait.mjs'
 
 const cluster = await startCluster()
 const sql = connect({ ...cluster.descriptor, monitorInterval: 100, maxLag: { ms: 500 } })
 const events = []
 for (const name of ['retire', 'restore', 'leader']) sql.on(name, (detail) => events.push({ event: name, ...detail }))
 const replica2 = postgres(cluster.descriptor.replicas[1], { max: 1, onnotice: () => {} })
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
-async function until(check, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
 
 /** Writes every 20 ms until stopped, so lag has something to measure. */
 function keepWriting() {

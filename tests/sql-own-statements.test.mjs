@@ -7,7 +7,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { connect } from 'pgfollow'
 import { startCluster } from './helpers/cluster.mjs'
-import { within } from './helpers/faults.mjs'
+import { within } from './helpers/wait.mjs'
 
 const cluster = await startCluster({ replicas: 1, migrate: false })
 const replicaPort = cluster.ports[1]

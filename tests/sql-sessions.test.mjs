@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert'
 import postgres from 'postgres'
 import { connect } from 'pgfollow'
 import { startCluster } from './helpers/cluster.mjs'
+import { until } from './helpers/wait.mjs'
 
 const cluster = await startCluster()
 // A short session wait keeps 1000 pairs fast: a stale replica is given up quickly.
@@ -18,14 +19,6 @@ const replicaPorts = cluster.ports.slice(1)
 async function setApplyDelay(replica, delay) {
   await replica.unsafe(`alter system set recovery_min_apply_delay = '${delay}'`)
   await replica`select pg_reload_conf()`
-}
-
-async function until(check, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
 }
 
 const readYourWrites = suite('read-your-writes')

@@ -1,30 +1,10 @@
-// What the fault tests share: bounded waits, latency figures, the one-line
-// `measured:` reports the README quotes, and fake servers that misbehave.
+// What the fault tests share: latency figures, the one-line `measured:`
+// reports the README quotes, and fake servers that misbehave. Bounded waits
+// are in wait.mjs.
 import { createServer } from 'node:net'
 import process from 'node:process'
 import { percentile as sortedPercentile } from 'pgfollow/ops'
-
-export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Polls `check` every `stepMs` until it is truthy; past `timeoutMs` it throws, naming `what`. */
-export async function until(check, timeoutMs, what, stepMs = 20) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(stepMs)
-  }
-}
-
-/** Rejects when `promise` takes longer than `ms`: a hang becomes a failure that says what hung. */
-export function within(promise, ms, what) {
-  let timer
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
+import { sleep } from './wait.mjs'
 
 /** The p-th percentile (nearest rank) of unsorted numbers; 0 for none. */
 export function percentile(values, p) {
