@@ -4,6 +4,7 @@
 // The library suite also runs under Deno; the script suite spawns
 // scripts/cluster.mjs with Node, so it runs once, under Node.
 import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -33,6 +34,7 @@ import {
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { startCluster } from './helpers/cluster.mjs'
+import { until } from './helpers/wait.mjs'
 
 const isDeno = typeof Deno !== 'undefined'
 const NAMES = ['leader', 'replica1', 'replica2']
@@ -46,17 +48,6 @@ function client(url, options = {}) {
 }
 async function endClients() {
   await Promise.all(clients.splice(0).map((sql) => sql.end({ timeout: 1 })))
-}
-
-/** Polls `check` until it returns a truthy value or the deadline passes. */
-async function eventually(check, { timeoutMs = 5_000, what = 'the condition' } = {}) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${timeoutMs} ms`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 /** A hook whose error is printed: uvu swallows errors thrown by `before`. */
@@ -134,7 +125,8 @@ cluster('a row written on the leader appears on every replica', async () => {
   const [{ id }] = await client(c.descriptor.leader)`insert into blogs (url) values (${url}) returning id`
   for (const replicaUrl of c.descriptor.replicas) {
     const replica = client(replicaUrl)
-    const [row] = await eventually(() => replica`select url from blogs where id = ${id}`, { what: `blog ${id} on a replica` })
+    // The row itself, not the result: an empty result is an array, and truthy.
+    const row = await until(async () => (await replica`select url from blogs where id = ${id}`)[0], 5_000, `blog ${id} on a replica`, 10)
     assert.is(row.url, url)
   }
 })
@@ -245,11 +237,15 @@ cluster('up clones again a replica whose slot the leader invalidated while it wa
   const url = `https://example.com/${crypto.randomUUID()}`
   await leader`insert into blogs (url) values (${url})`
   try {
-    await eventually(async () => {
-      await leader`checkpoint`
-      const [slot] = await leader`select invalidation_reason from pg_replication_slots where slot_name = 'pgfollow_replica2'`
-      return slot?.invalidation_reason === 'idle_timeout'
-    }, { timeoutMs: 20_000, what: "replica2's slot invalidated" })
+    await until(
+      async () => {
+        await leader`checkpoint`
+        const [slot] = await leader`select invalidation_reason from pg_replication_slots where slot_name = 'pgfollow_replica2'`
+        return slot?.invalidation_reason === 'idle_timeout'
+      },
+      20_000,
+      "replica2's slot invalidated",
+    )
   } finally {
     await leader`alter system reset idle_replication_slot_timeout`
     await leader`select pg_reload_conf()`
@@ -402,10 +398,13 @@ if (!isDeno) {
 
 scriptTest('up prints every node with its URL, without the password', async () => {
   // --synchronous first: the leader lists its standby before any exists, which must not block up.
-  const result = await cli('up', '--ports', ports.join(','), '--replicas', '1', '--no-migrate', '--synchronous', 'first')
+  const chosen = randomBytes(12).toString('hex')
+  const args = ['up', '--ports', ports.join(','), '--replicas', '1', '--no-migrate', '--synchronous', 'first', '--dir', dir]
+  const result = await runScript(SCRIPT, args, { PGFOLLOW_PASSWORD: chosen })
   assert.is(result.code, 0, result.stderr)
   assert.match(result.stdout, 'Created the cluster')
   const { password } = readState(dir)
+  assert.is(password, chosen, 'PGFOLLOW_PASSWORD is the superuser password of a new cluster')
   assert.not.match(result.stdout + result.stderr, password)
   assert.match(result.stdout, new RegExp(`leader\\s+leader\\s+${ports[0]}\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports[0]}/pgfollow`))
   assert.match(result.stdout, new RegExp(`replica1\\s+replica\\s+${ports[1]}\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports[1]}/pgfollow`))
