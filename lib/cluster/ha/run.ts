@@ -66,7 +66,7 @@ export interface HaBinaries {
  * /usr/bin/patroni is run with Debian's /usr/bin/python3 explicitly: another
  * python3 first on PATH lacks Patroni's modules.
  */
-export function findHaBinaries(pgBin = readEnv().pgBin): HaBinaries {
+export function findHaBinaries(pgBin: string | undefined = readEnv().pgBin): HaBinaries {
   const missing: string[] = []
   const python = '/usr/bin/python3'
   const patroni = '/usr/bin/patroni'
