@@ -147,8 +147,9 @@ function fakeNode(name, port, inRecovery) {
   return node
 }
 
-async function fakePatroni(members) {
+async function fakePatroni(members, onRequest = () => {}) {
   const server = createServer((_, response) => {
+    onRequest()
     response.setHeader('content-type', 'application/json')
     response.end(JSON.stringify({ members: members() }))
   })
@@ -191,6 +192,7 @@ follower('writes move to the leader Patroni names, a stopped member leaves the r
     assert.equal(events.find((event) => event[0] === 'add'), ['add', 'c', 'postgres://postgres:x@127.0.0.1:5490/pgfollow'])
     assert.match(nodes[0].heldOut, /stopped/)
     assert.is(nodes[2].heldOut, null)
+    assert.equal(nodes.map((node) => node.name), ['a', 'b', 'c'], "the descriptor's nodes take their member names")
     nodes[1].recovering = false
     await new Promise((resolve) => setTimeout(resolve, 100))
     assert.is(cluster.leader, nodes[1], 'the promoted node takes the writes')
@@ -199,8 +201,60 @@ follower('writes move to the leader Patroni names, a stopped member leaves the r
     await new Promise((resolve) => setTimeout(resolve, 60))
     await follow.follow()
     assert.is(nodes[0].heldOut, null)
-    assert.ok(events.some((event) => event[0] === 'restore' && event[1] === 'leader'))
+    assert.ok(events.some((event) => event[0] === 'restore' && event[1] === 'a'))
   } finally {
+    await patroni.close()
+  }
+})
+
+follower('hunt(): while no leader takes writes Patroni is asked every few tens of ms, not once per monitor round', async () => {
+  const nodes = [fakeNode('node1', 5432, false), fakeNode('node2', 5480, true)]
+  nodes[0].failures = 1 // the leader died
+  let view = [{ name: 'node1', role: 'leader', state: 'running', host: '127.0.0.1', port: 5432 }, {
+    name: 'node2',
+    role: 'replica',
+    state: 'running',
+    host: '127.0.0.1',
+    port: 5480,
+  }]
+  let asked = 0
+  const patroni = await fakePatroni(() => view, () => asked++)
+  const cluster = {
+    nodes,
+    leader: nodes[0],
+    get leaderUsable() {
+      return this.leader.failures === 0 && this.leader.inRecovery !== true
+    },
+    // A monitor round every 5 s, and discovery waiting on the dead node for as long: neither may set the pace.
+    options: { leader: nodes[0].url, connectTimeout: 5_000, monitorInterval: 5_000, patroni: [patroni.url] },
+    electLeader(writable) {
+      this.leader = writable[0]
+      electedAt = Date.now()
+    },
+    addNode: () => assert.unreachable('no node added'),
+    emit: () => true,
+  }
+  let electedAt = 0
+  const follow = new PatroniFollower(cluster)
+  try {
+    await follow.hunt()
+    follow.hunt() // a second caller joins the hunt under way
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    assert.ok(asked >= 4, `asked ${asked} times in 300 ms`)
+    // Patroni names node2 (promoted at once here): writes move within a look or two.
+    const namedAt = Date.now()
+    view = [{ ...view[0], role: 'replica', state: 'stopped' }, { ...view[1], role: 'leader' }]
+    nodes[1].recovering = false
+    while (!electedAt && Date.now() - namedAt < 2_000) await new Promise((resolve) => setTimeout(resolve, 5))
+    assert.is(cluster.leader, nodes[1])
+    assert.ok(electedAt - namedAt < 250, `elected ${electedAt - namedAt} ms after Patroni named it`)
+    // A leader takes writes: the hunt ends.
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const after = asked
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    assert.ok(asked - after <= 1, `asked ${asked - after} more times once a leader took writes`)
+  } finally {
+    follow.stop()
     await patroni.close()
   }
 })

@@ -20,6 +20,7 @@ export interface MonitoredCluster {
   readonly nodes: ClusterNode[]
   readonly options: NormalizedOptions
   leader: ClusterNode
+  readonly leaderUsable: boolean
   electLeader(writable: ClusterNode[]): void
   /** A node Patroni lists that the descriptor did not: it joins at run time. */
   addNode(url: string, name?: string): ClusterNode
@@ -98,6 +99,7 @@ export class Monitor {
   stop(): void {
     if (this.#timer) clearInterval(this.#timer)
     this.#timer = null
+    this.patroni?.stop()
   }
 
   /** One round of checks; overlapping ticks share the one in progress (after stop(), only that one). */
@@ -188,11 +190,14 @@ export class Monitor {
     }
   }
 
-  /** The server's cluster_name names the node from its first answer on, unless another node has that name. */
+  /**
+   * The server's cluster_name names the node from its first answer on, unless another node has that name.
+   * Patroni sets every member's cluster_name to its scope: there the member name (patroni.ts) names it.
+   */
   #learnName(node: ClusterNode, clusterName: string | null): void {
     if (node.named) return
     node.named = true
-    if (clusterName && !this.#cluster.nodes.some((other) => other !== node && other.name === clusterName)) node.name = clusterName
+    if (clusterName && !this.patroni && !this.#cluster.nodes.some((other) => other !== node && other.name === clusterName)) node.name = clusterName
   }
 
   async #leaderLsnNow(leader: ClusterNode): Promise<bigint | null> {

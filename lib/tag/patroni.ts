@@ -6,8 +6,9 @@
  * not running (or on another timeline, or tagged noloadbalance) leaves the
  * reads; a member the tag does not know yet joins them.
  */
+import { unrefTimer } from './health.ts'
 import type { ClusterNode } from './node.ts'
-import { memberKey, memberUrl, nodeKey, readExclusion, readPatroniCluster } from './patroni-view.ts'
+import { memberKey, memberUrl, nodeKey, type PatroniMember, readExclusion, readPatroniCluster } from './patroni-view.ts'
 
 export {
   endpointKey,
@@ -21,10 +22,17 @@ export {
   readPatroniCluster,
 } from './patroni-view.ts'
 
+/** How often Patroni is asked while no leader takes writes: its view names the new leader before it accepts them. */
+const HUNT_INTERVAL = 20
+/** How long it is asked that often (Patroni's default ttl); then once per monitorInterval. */
+const HUNT_FAST_FOR = 30_000
+
 /** What the follower needs from the router. */
 export interface PatroniFollowed {
   readonly nodes: ClusterNode[]
   readonly leader: ClusterNode
+  /** The leader answers and is not in recovery. */
+  readonly leaderUsable: boolean
   readonly options: { leader: string; connectTimeout: number; monitorInterval: number; patroni: string[] }
   electLeader(writable: ClusterNode[]): void
   addNode(url: string, name?: string): ClusterNode
@@ -50,14 +58,55 @@ export class PatroniFollower {
   }
 
   /**
+   * Starts looking at Patroni every HUNT_INTERVAL while no leader takes
+   * writes (the leader failed, or is in recovery), unless already looking;
+   * resolves with the first look. The monitor's round (every
+   * monitorInterval) and discovery (which waits for a dead node's check
+   * up to connectTimeout) are too slow to see Patroni name the new leader
+   * within a few tens of milliseconds.
+   */
+  hunt(): Promise<boolean> {
+    const look = this.follow()
+    if (!this.#hunting && !this.#stopped) {
+      this.#hunting = true
+      void this.#huntLoop(look)
+    }
+    return look
+  }
+
+  /** No more looks (the tag ends). */
+  stop(): void {
+    this.#stopped = true
+  }
+
+  #hunting = false
+  #stopped = false
+
+  async #huntLoop(first: Promise<boolean>): Promise<void> {
+    const since = Date.now()
+    try {
+      let look = first
+      while (!this.#stopped) {
+        await look
+        if (this.#cluster.leaderUsable && !this.#promoting) return
+        // Patroni's ttl bounds a failover (30 s by default): past that, a leader is not coming soon.
+        const pause = Date.now() - since < HUNT_FAST_FOR ? HUNT_INTERVAL : this.#cluster.options.monitorInterval
+        await new Promise((resolve) => unrefTimer(setTimeout(resolve, pause)))
+        look = this.follow()
+      }
+    } finally {
+      this.#hunting = false
+    }
+  }
+
+  /**
    * One look at Patroni; resolves false when no endpoint answered (the
-   * router's own checks still run). Looks asked for within 50 ms of the
-   * last share it: writers hunting for a new leader call this on every
-   * failed write.
+   * router's own checks still run). Looks asked for within HUNT_INTERVAL
+   * of the last share it: discovery calls this on every failed write.
    */
   follow(): Promise<boolean> {
     const now = Date.now()
-    if (this.#looking && now - this.#lookedAt < 50) return this.#looking
+    if (this.#looking && now - this.#lookedAt < HUNT_INTERVAL) return this.#looking
     this.#lookedAt = now
     this.#looking = this.#follow()
     return this.#looking
@@ -70,7 +119,7 @@ export class PatroniFollower {
     const cluster = this.#cluster
     const { monitorInterval, connectTimeout, patroni } = cluster.options
     const view = await readPatroniCluster(patroni, Math.max(100, Math.min(500, monitorInterval, connectTimeout)))
-    if (!view) return false
+    if (!view || this.#stopped) return false
     const byKey = new Map(cluster.nodes.map((node) => [nodeKey(node.url), node]))
     for (const member of view.members) {
       const key = memberKey(member)
@@ -78,6 +127,7 @@ export class PatroniFollower {
     }
     const leaderMember = view.members.find((member) => member.role === 'leader' && member.state === 'running')
     const members = new Map(view.members.map((member) => [memberKey(member), member]))
+    for (const [key, node] of byKey) this.#name(node, members.get(key))
     for (const [key, node] of byKey) {
       if (leaderMember && key === memberKey(leaderMember)) {
         this.#hold(node, null)
@@ -94,6 +144,12 @@ export class PatroniFollower {
       if (node !== cluster.leader) this.#promoting ??= this.#moveWrites(node).finally(() => (this.#promoting = null))
     }
     return true
+  }
+
+  /** A descriptor's node takes its member's name, unless another node has it. */
+  #name(node: ClusterNode, member: PatroniMember | undefined): void {
+    if (!member || node.name === member.name || this.#cluster.nodes.some((other) => other.name === member.name)) return
+    node.name = member.name
   }
 
   /** Keeps a node out of the reads for `reason` (null lets it back), with the router's events. */

@@ -105,7 +105,7 @@ export class Router extends EventEmitter {
     this.#Identifier = Object.getPrototypeOf(this.nodes[0].pool('name')).constructor
     this.#Builder = Object.getPrototypeOf(this.nodes[0].pool({})).constructor
     for (const node of this.nodes) this.#addLanes(node)
-    this.#leadership = new Leadership(this, () => this.#monitor.patroni?.follow())
+    this.#leadership = new Leadership(this, () => this.#monitor.patroni?.hunt())
     // Reads stranded without a node go on as soon as one is back.
     for (const event of ['leader', 'restore']) this.on(event, () => this.#strandedSince > 0 && this.#rerouteReads(false))
     this.#catalog = new FunctionCatalog({
