@@ -88,7 +88,11 @@ export class LagProbe {
 
   constructor(descriptor: ClusterDescriptor, options: { timeoutMs?: number } = {}) {
     this.descriptor = descriptor
-    this.#reader = new ReplicationReader([descriptor.leader, ...descriptor.replicas], { ...options, applicationName: 'pgfollow-lagcheck' })
+    this.#reader = new ReplicationReader([descriptor.leader, ...descriptor.replicas], {
+      ...options,
+      applicationName: 'pgfollow-lagcheck',
+      patroni: descriptor.patroni,
+    })
   }
 
   /** Asks every node at once, then the leader for its view of the replicas. */

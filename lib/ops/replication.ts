@@ -8,7 +8,9 @@
  * replica: by its slot, else by the application_name its WAL receiver
  * connects with, else by its cluster_name; a replica that is down and never
  * answered may take the one inactive slot left. Each replica that answers
- * is judged by lib/tag/follow.ts, as the tag judges it.
+ * is judged by lib/tag/follow.ts, as the tag judges it. With Patroni
+ * endpoints, nodes are named by their Patroni member names (Patroni gives
+ * every node its scope as cluster_name, which then names none of them).
  */
 import postgres from 'postgres'
 import { type FollowVerdict, judgeFollowing, leaderView, replicaView } from '../tag/follow.ts'
@@ -16,6 +18,7 @@ import { redactMessage, redactUrl } from '../tag/errors.ts'
 import { withTimeout } from '../tag/health.ts'
 import { parseLsn } from '../tag/lsn.ts'
 import { hostAndPort } from '../tag/node.ts'
+import { memberKey, nodeKey, readPatroniCluster } from '../tag/patroni-view.ts'
 import { LEADER_LSN, NODE_POSITION } from '../tag/queries.ts'
 import { sqlText } from './sqlfiles.ts'
 
@@ -35,7 +38,7 @@ export interface NodeReading {
 /** A node other than the leader, joined to the leader's view of it. */
 export interface ReplicaReading {
   node: NodeReading
-  /** What it or the leader call it: cluster_name, else the slot's application_name or name, else host:port. */
+  /** What it or the leader call it: its Patroni member name, else cluster_name, else the slot's application_name or name, else host:port. */
   name: string
   /** Its slot on the leader, when one is found. */
   slot: SlotRow | null
@@ -70,10 +73,15 @@ export class ReplicationReader {
   readonly #clients: postgres.Sql[]
   /** What each node said last time: the slot and name of a node that is down now. */
   readonly #known = new Map<string, Record<string, any>>()
+  readonly #patroni: readonly string[]
+  /** Patroni member names by host:port, as last read (a member whose Patroni is down keeps its name). */
+  readonly #memberNames = new Map<string, string>()
 
-  constructor(urls: string[], options: { timeoutMs?: number; applicationName?: string } = {}) {
+  /** `patroni`: the cluster's Patroni REST endpoints, which name the nodes. */
+  constructor(urls: string[], options: { timeoutMs?: number; applicationName?: string; patroni?: readonly string[] } = {}) {
     this.urls = urls
     this.#timeoutMs = options.timeoutMs ?? 3_000
+    this.#patroni = options.patroni ?? []
     const seconds = Math.max(1, Math.ceil(this.#timeoutMs / 1000))
     this.#clients = urls.map((url) =>
       postgres(url, {
@@ -89,7 +97,7 @@ export class ReplicationReader {
 
   /** Asks every node at once, then the leader for its view of the replicas and its position. */
   async read(): Promise<ReplicationReading> {
-    const nodes = await Promise.all(this.urls.map((url, index) => this.#ask(index, url)))
+    const [nodes] = await Promise.all([Promise.all(this.urls.map((url, index) => this.#ask(index, url))), this.#readMemberNames()])
     const leader = pickLeader(nodes)
     let slots: SlotRow[] = []
     let leaderLsn: string | null = null
@@ -119,19 +127,28 @@ export class ReplicationReader {
       if (slot) claimed.add(slot)
       const judged = leader && leaderLsn !== null && leaderError === null && node.position?.in_recovery
       const follow = judged ? judgeFollowing(replicaView(node.position!, parseLsn), leaderView(leader.position!, parseLsn(leaderLsn)!)) : null
-      replicas.set(node, { node, name: nodeName(node, slot, identity), slot, follow })
+      replicas.set(node, { node, name: this.#memberName(node) ?? nodeName(node, slot, identity), slot, follow })
     }
     const leaderNode = leader ?? nodes[0]
     return {
       nodes,
       leader,
-      leaderName: nodeName(leaderNode, null, leaderNode.position ?? this.#known.get(leaderNode.url) ?? null),
+      leaderName: this.#memberName(leaderNode) ?? nodeName(leaderNode, null, leaderNode.position ?? this.#known.get(leaderNode.url) ?? null),
       leaderError,
       leaderLsn,
       slots,
       replicas: others.map((node) => replicas.get(node)!),
       orphanSlots: slots.filter((row) => !claimed.has(row)),
     }
+  }
+
+  async #readMemberNames(): Promise<void> {
+    const view = await readPatroniCluster(this.#patroni, this.#timeoutMs)
+    for (const member of view?.members ?? []) this.#memberNames.set(memberKey(member), member.name)
+  }
+
+  #memberName(node: NodeReading): string | undefined {
+    return this.#memberNames.get(nodeKey(node.url))
   }
 
   async #ask(index: number, url: string): Promise<NodeReading> {
