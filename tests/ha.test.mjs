@@ -294,6 +294,12 @@ if (missing) {
     await until(() => onNew(load.acked) && onNew(raw.acked), 10_000, 'writes on the new leader, by the tag and by the raw client')
     await sleep(500)
     await Promise.all([load.stop(), raw.stop()])
+    // The old leader comes back as a replica by itself (and is not stopped halfway through its restart by the teardown).
+    const rejoined = async () => {
+      const old = (await members())?.find((member) => member.name === result.previous)
+      return old?.state === 'running' && old.role !== 'leader'
+    }
+    await until(rejoined, 30_000, `${result.previous} to rejoin as a replica`, 100)
     // The write window: the longest gap between acknowledged writes around the switchover.
     const window = writeWindow(load.acked, started - 1_000)
     const rawWindow = writeWindow(raw.acked, started - 1_000)
