@@ -43,8 +43,20 @@ export class Lane {
 
   /** Closes the connection now (what runs on it fails); the lane is never used again. */
   kill(): void {
+    if (this.dead) return
     this.dead = true
     this.connection?.terminate()
+  }
+
+  /**
+   * Its connection closed. postgres.js reuses the Connection object for the
+   * pool's next login, maybe another lane's: nothing of this lane may touch
+   * it again (a late kill would close that lane's connection, a statement
+   * would run on it).
+   */
+  detach(): void {
+    this.dead = true
+    this.connection = null
   }
 }
 
@@ -87,7 +99,7 @@ export class NodeLanes {
   take(alone: boolean): Lane | null {
     let best: Lane | null = null
     for (const lane of this.#lanes) {
-      if (lane.exclusive || lane.dirty || lane.running >= (alone ? 1 : this.depth)) continue
+      if (lane.dead || lane.exclusive || lane.dirty || lane.running >= (alone ? 1 : this.depth)) continue
       if (!best || lane.running < best.running) best = lane
       if (lane.running === 0) break
     }
@@ -107,7 +119,7 @@ export class NodeLanes {
 
   /** Whether `take(alone)` would find a lane. */
   hasRoom(alone: boolean): boolean {
-    for (const lane of this.#lanes) if (!lane.exclusive && !lane.dirty && lane.running < (alone ? 1 : this.depth)) return true
+    for (const lane of this.#lanes) if (!lane.dead && !lane.exclusive && !lane.dirty && lane.running < (alone ? 1 : this.depth)) return true
     return false
   }
 
@@ -146,7 +158,7 @@ export class NodeLanes {
       given = true
       clearTimeout(timer)
       this.#opening--
-      this.#events.failed(error)
+      if (!this.#ending) this.#events.failed(error)
     }
     const timer = setTimeout(
       () => giveUp(Object.assign(new Error(`no connection for a lane within ${this.#openTimeout} ms`), { code: CONNECT_TIMEOUT })),
@@ -168,17 +180,14 @@ export class NodeLanes {
        // need not, and a connection that dies while fetching them leaves a rejection nobody can catch.
       ;(this.#pool.options as { fetch_types: boolean }).fetch_types = false
       this.#lanes.push(lane)
-      if (this.#ending) return this.#retire(lane)
-      if (given) {
-        // Opened after it was given up on: a lane all the same while there is room, else an idle pool connection
-        // (not closed: released, the pool may already have handed it to someone else).
-        if (this.#lanes.length <= this.limit) return this.#events.free(lane)
-        this.#forget(lane)
-        return lane.sql.release()
-      }
+      const late = given
       given = true
       clearTimeout(timer)
-      this.#opening--
+      if (!late) this.#opening--
+      if (this.#ending) return this.#retire(lane)
+      // Opened after it was given up on: a lane all the same while there is room, else an idle pool connection
+      // (not closed: released, the pool may already have handed it to someone else).
+      if (late && this.#lanes.length > this.limit) return (this.#forget(lane), lane.sql.release())
       this.#events.free(lane)
     }).catch(giveUp).finally(() => this.#openings.delete(opening))
     this.#openings.add(opening)
@@ -188,6 +197,7 @@ export class NodeLanes {
   done(lane: Lane): void {
     lane.running--
     this.busy--
+    if (this.busy === 0 && this.#idle.length > 0) { for (const resolve of this.#idle.splice(0)) resolve() }
     if (lane.running === 0) lane.exclusive = false
     if (lane.dead) return lane.running === 0 ? this.#forget(lane) : undefined
     if (this.#ending) return lane.running === 0 ? this.#retire(lane) : undefined
@@ -208,12 +218,14 @@ export class NodeLanes {
   closed(connectionId: number): void {
     const lane = this.#byConnection.get(connectionId)
     if (!lane) return
-    lane.dead = true
+    this.#byConnection.delete(connectionId)
+    lane.detach()
     if (lane.running === 0) this.#forget(lane)
   }
 
   #forget(lane: Lane): void {
     if (lane.connection && this.#byConnection.get(lane.connection.id) === lane) this.#byConnection.delete(lane.connection.id)
+    lane.dead = true
     const at = this.#lanes.indexOf(lane)
     if (at !== -1) this.#lanes.splice(at, 1)
   }
@@ -224,6 +236,13 @@ export class NodeLanes {
     lane.sql.release()
     // Released while the pool ends: postgres.js would wait for it until the end timeout.
     lane.connection?.terminate()
+  }
+
+  readonly #idle: (() => void)[] = []
+
+  /** Resolves once nothing runs on the lanes. */
+  settled(): Promise<void> {
+    return this.busy === 0 ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve))
   }
 
   /** No new lanes; idle ones go back to the pool now, busy ones when their statement settles. */

@@ -26,6 +26,18 @@ export type NodeState = 'healthy' | 'retired' | 'banned' | 'down' | FollowProble
 /** Consecutive failures after which a node counts as down rather than banned. */
 const DOWN_AFTER_FAILURES = 3
 
+/**
+ * Seconds before a lane's connection reconnects after one closed with an
+ * error. postgres.js's own back-off grows with every connection of a pool
+ * that closed so (3^n/100 s, up to 20 s): once a replica's connections were
+ * all terminated, a new lane waited up to 20 s, past its open timeout, and a
+ * healthy replica was banned. Lanes open only when the router asks, and the
+ * router paces a failing node itself (bans with back-off, monitor checks).
+ */
+function laneReconnectDelay(retries: number): number {
+  return Math.min(0.05 * retries, 0.5)
+}
+
 export class ClusterNode {
   /**
    * What identifies the server: its `cluster_name` setting, learned at its
@@ -133,7 +145,7 @@ export class ClusterNode {
     const transactionClosed = (id: number) => closedTransaction(id)
     // Lanes take up to inFlight connections of their own pool; transactions, reserve() and COPY keep postgres.js's own max.
     this.pool = pools.pool(url, { onclose: transactionClosed })
-    this.lanePool = pools.pool(url, { max: options.inFlight, onclose: (id) => this.lanes?.closed(id) })
+    this.lanePool = pools.pool(url, { max: options.inFlight, onclose: (id) => this.lanes?.closed(id), backoff: laneReconnectDelay })
     closedTransaction = guardTransactions(this.pool)
     // The monitor is pgfollow's own: none of the user's hooks, types or transforms,
     // but the same way to reach the server (TLS, socket).
@@ -159,15 +171,23 @@ export class ClusterNode {
     return this.retired || this.heldOut !== null ? 'retired' : 'healthy'
   }
 
-  /** A failed connection or check: ban for an exponentially growing time. */
+  /**
+   * A failed connection or check: ban for an exponentially growing time. The
+   * ban grows with each attempt that fails once the last ban ran out, not
+   * with each statement that reports the same outage: twenty connections
+   * closed at once are one failure, not a 5 s ban.
+   */
   fail(error: unknown, ban: { base: number; max: number }): void {
-    this.failures++
+    const now = Date.now()
+    if (this.failures === 0 || now >= this.bannedUntil) {
+      this.failures++
+      this.bannedUntil = now + Math.min(ban.base * 2 ** (this.failures - 1), ban.max)
+    }
     this.verdictDue = true
     this.errors++
     this.lastError = redactMessage(error, this.url)
     this.lastFailure = error
     this.loginRefused = authenticationFailure(error)
-    this.bannedUntil = Date.now() + Math.min(ban.base * 2 ** (this.failures - 1), ban.max)
   }
 
   /** A successful check lifts any ban. */
@@ -178,6 +198,23 @@ export class ClusterNode {
     this.lastError = null
     this.lastFailure = null
     this.loginRefused = false
+  }
+
+  /**
+   * The lanes' pool ends once what runs on them settled (or `timeout` ran
+   * out), and then at once: postgres.js 3.4.9's end() waits for good on a
+   * connection that closed with an error under a statement (it keeps that
+   * statement as current), as a lane's does when its node drops it.
+   */
+  async #endLanes(timeout?: number | null): Promise<void> {
+    const lanes = this.lanes
+    if (lanes && timeout !== 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const out = timeout == null ? null : new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout * 1000)))
+      await (out ? Promise.race([lanes.settled(), out]) : lanes.settled())
+      clearTimeout(timer)
+    }
+    await this.lanePool.end({ timeout: 0 })
   }
 
   /** Whether the monitor should check it now (banned nodes wait out their back-off). */
@@ -191,7 +228,7 @@ export class ClusterNode {
     // The monitor's checks are bounded by their own timeouts: nothing of the user's waits on them.
     await Promise.all([
       this.pool.end({ timeout: timeout ?? undefined }),
-      this.lanePool.end({ timeout: timeout ?? undefined }),
+      this.#endLanes(timeout),
       releaseMonitor(this.monitor),
       releaseMonitor(this.catalogClient),
       releaseMonitor(this.positionClient),

@@ -64,7 +64,7 @@ export class PoolOptions {
    * default (`connect_timeout` from `connectTimeout`), and it shares the
    * nested option objects with every other pool.
    */
-  pool(url: string, own: { max?: number; onclose?: (connectionId: number) => void } = {}): postgres.Sql {
+  pool(url: string, own: { max?: number; onclose?: (connectionId: number) => void; backoff?: (retries: number) => number } = {}): postgres.Sql {
     // postgres.js parses options when a pool is made (making one connects nothing);
     // a parsed options object passed back is used as it is.
     const parsed = postgres(url, { connect_timeout: this.#connectTimeoutSeconds, ...this.#user }).options as unknown as ParsedOptions
@@ -78,6 +78,7 @@ export class PoolOptions {
     this.#pools.push(parsed)
     // The router's lanes have a pool of their own, of their own size; its onclose runs before the user's.
     if (own.max) parsed.max = own.max
+    if (own.backoff) parsed.backoff = own.backoff
     if (own.onclose) {
       const user = parsed.onclose as ((id: number) => void) | undefined
       parsed.onclose = (id: number) => (own.onclose!(id), user?.(id))
