@@ -283,7 +283,7 @@ export class Router extends EventEmitter {
    * otherwise the read waits in line and the picked node opens a lane, and
    * whichever lane frees first takes the read. All full: it waits in line.
    */
-  #toReplica(job: Job): void {
+  #toReplica(job: Job, mayStrand = true): void {
     const node = this.#replicas.pickWithRoom(job.position, job.tried)
     if (node) {
       const lane = node.lanes.take(false)
@@ -292,21 +292,34 @@ export class Router extends EventEmitter {
       return this.#reads.push(job)
     }
     if (this.#replicas.hasEligible(job.position, job.tried)) return this.#reads.push(job)
-    if (job.tried.length > 0 && this.options.fallback && !this.leaderUsable) return this.#strand(job)
-    this.#toLeader(job, this.#readFallback(job))
+    let leader: ClusterNode
+    try {
+      leader = this.#readFallback(job)
+    } catch (error) {
+      // No node right now, but the leader may only be changing hands (a failover, a switchover): wait for one.
+      if (mayStrand && error instanceof LeaderUnavailableError && this.options.fallback) return this.#strand(job)
+      throw error
+    }
+    this.#toLeader(job, leader)
   }
 
   /**
-   * A read whose node failed under it, with no other node to go to right
-   * now (a failover between the old leader's death and the new one's
-   * election): it waits in line like a read stranded by a retire, goes on as
-   * soon as a replica is back or a leader is elected, and fails only after
-   * connectTimeout with no node.
+   * A read with no node to go to right now (between the old leader's
+   * demotion or death and the new one's election): it waits in line like a
+   * read stranded by a retire, goes on as soon as a replica is back or a
+   * leader is elected, and fails only after connectTimeout with no node.
    */
   #strand(job: Job): void {
     this.#reads.push(job)
     if (this.#strandedSince === 0) this.#strandedSince = Date.now()
+    // A caller waits on it: this timer (not unref'd, unlike the sweeper) keeps the process alive until it is settled.
+    this.#strandTimer ??= setTimeout(() => {
+      this.#strandTimer = null
+      if (this.#strandedSince > 0) this.#rerouteReads(true)
+    }, this.options.connectTimeout)
   }
+
+  #strandTimer: ReturnType<typeof setTimeout> | null = null
 
   #toLeader(job: Job, leader: ClusterNode): void {
     const lane = leader.lanes.take(true)
@@ -365,17 +378,18 @@ export class Router extends EventEmitter {
    * (a missed check may be a busy machine) it keeps waiting for a lane.
    */
   #rerouteReads(settle: boolean): void {
-    let stranded = false
+    const since = this.#strandedSince
+    this.#strandedSince = 0
     for (const job of this.#reads.drain()) {
       try {
-        this.#toReplica(job)
+        this.#toReplica(job, !settle)
       } catch (error) {
         if (settle) job.reject(error)
-        else (this.#reads.push(job), (stranded = true))
+        else this.#strand(job)
       }
     }
-    if (!stranded) this.#strandedSince = 0
-    else if (this.#strandedSince === 0) this.#strandedSince = Date.now()
+    // Stranded again: connectTimeout still counts from when they first had no node.
+    if (this.#strandedSince !== 0 && since !== 0) this.#strandedSince = since
   }
 
   /** Since when queued reads have had no node to go to (0: they have one): after connectTimeout they fail. */
@@ -478,6 +492,7 @@ export class Router extends EventEmitter {
       }
     }
     if (this.#strandedSince > 0 && now - this.#strandedSince >= this.options.connectTimeout) this.#rerouteReads(true)
+    this.#restartWaiting()
     if (readTimeout <= 0) return
     // The monitor asks every monitorInterval: a node is silent once it missed two of its checks too.
     const silentAfter = readTimeout + 2 * this.options.monitorInterval
@@ -485,6 +500,17 @@ export class Router extends EventEmitter {
       if (!replicaRead || waited < readTimeout || (node.failures === 0 && now - node.lastAnsweredAt < silentAfter)) return
       this.#abandon(job, node)
     })
+  }
+
+  /**
+   * What waits is never left waiting for an event that may not come (a lane
+   * that failed to open while others were open leaves none behind): a usable
+   * node with no lane opening takes what waits for it, or opens a lane.
+   */
+  #restartWaiting(): void {
+    if (this.#forLeader.length > 0 && this.leaderUsable && this.leader.lanes.opening === 0) this.#pump(this.leader)
+    if (this.#reads.length === 0) return
+    for (const node of this.#replicas.candidates(NOTHING_TRIED)) if (node.lanes.opening === 0) this.#pump(node)
   }
 
   /**
@@ -757,6 +783,7 @@ export class Router extends EventEmitter {
     for (const node of this.nodes) node.lanes.end()
     this.#monitor.stop()
     clearInterval(this.#sweeper)
+    if (this.#strandTimer) clearTimeout(this.#strandTimer)
     for (const job of [...this.#reads.drain(), ...this.#forLeader.drain()]) job.reject(endedError())
     // postgres.js's end() can hang on a connection that is failing to log in
     // right then: let in-flight checks (each bounded by a timeout) finish first.
