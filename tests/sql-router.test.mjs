@@ -120,7 +120,8 @@ queue('end() returns after a replica closed a connection under a read', async ()
   const direct = postgres(replicas[0], { max: 1, onnotice: () => {} })
   let killed = 0
   for (let i = 0; i < 100 && killed === 0; i++) {
-    ;[{ killed }] = await direct`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity where query like '%router-end-probe%' and pid <> pg_backend_pid()`
+    ;[{ killed }] =
+      await direct`select count(pg_terminate_backend(pid))::int as killed from pg_stat_activity where query like '%router-end-probe%' and pid <> pg_backend_pid()`
     if (killed === 0) await new Promise((resolve) => setTimeout(resolve, 20))
   }
   await direct.end()
