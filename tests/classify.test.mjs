@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert'
 // Node runs the compiled file (npm run build first), Deno the TypeScript source.
 const lib = typeof Deno !== 'undefined' ? '../lib/tag/' : '../dist/tag/'
 const ext = typeof Deno !== 'undefined' ? '.ts' : '.js'
-const { classifyStatement, COMMON_FUNCTIONS } = await import(`${lib}classify${ext}`)
+const { classifyStatement, COMMON_FUNCTIONS, COMMON_OPERATORS } = await import(`${lib}classify${ext}`)
 const { Router } = await import(`${lib}router${ext}`)
 const { normalizeOptions } = await import(`${lib}options${ext}`)
 
@@ -228,16 +228,24 @@ table.run()
 // ---
 
 // What a loaded catalog says, in miniature: lock_it and stamp are volatile,
-// locking_view calls one, lookup is a known function that is not volatile.
+// locking_view calls one, lookup is a known function that is not volatile;
+// operator ### calls a volatile function and <=> a stable one; casting to
+// ticket calls a volatile function, and so does reading or parsing voltype,
+// whose values the table holder holds.
 const known = {
   functions: new Set([...COMMON_FUNCTIONS, 'lock_it', 'stamp', 'lookup', 'system']),
   leaderNames: new Map([
     ['lock_it', 'lock_it() is volatile'],
     ['stamp', 'stamp() is volatile'],
     ['locking_view', 'reading locking_view calls pg_try_advisory_lock()'],
+    ['ticket', 'a cast to ticket calls take_ticket()'],
+    ['voltype', 'reading or writing a value of type voltype calls voltype_in()'],
+    ['holder', 'holder holds values of voltype'],
   ]),
+  operators: new Set([...COMMON_OPERATORS, '###', '<=>']),
+  leaderOperators: new Map([['###', 'operator ### calls lock_pair()']]),
 }
-const beforeLoad = { functions: COMMON_FUNCTIONS, leaderNames: new Map() }
+const beforeLoad = { functions: COMMON_FUNCTIONS, leaderNames: new Map(), operators: COMMON_OPERATORS }
 
 // [statement text, expected kind, knowledge]
 const withCatalog = [
@@ -271,7 +279,31 @@ const withCatalog = [
   ['select substring(a from 1 for 2), trim(both from a), extract(epoch from now()) from t', R, known],
   ['select row(1, 2), array(select 1), current_timestamp(3)', R, known],
   ['select a from t where (a, b) in (select 1, 2)', R, known],
+  // operators, casts and types that call a volatile function without naming it
+  ['select 1 ### 2', W, known],
+  ['select a###b from t', W, known],
+  ['select * from t where a ### $1 or b = 1', W, known],
+  ['select 1 operator(public.###) 2', W, known],
+  ['select x from t where y in (select 1 ### 2)', W, known],
+  ['select 5::ticket', W, known],
+  ['select cast(x as public.ticket) from t', W, known],
+  ["select ticket '(1)'", W, known],
+  ['select ticket(5)', W, known],
+  ['select 5::"TICKET"', W, known],
+  ["select '7'::voltype", W, known],
+  ["select '{1}'::voltype[]", W, known],
+  ['select v from holder', W, known],
+  ['select 1 <=> 2', R, known], // a known operator whose function is not volatile
+  ['select 1::int, 2::int8, x::text from t', R, known],
+  ["select 'a' || 'b', a -> 'k', a ->> 'k', a #> '{k}', a @> b, a <@ b from t", R, known],
+  ['select a <> b, a != b, a <= b, a >= b, -a, a+-1, a*2/3 % 4, |/ 9, a ~~ b from t', R, known],
+  ['select f(a => 1)', R, { ...known, functions: new Set([...known.functions, 'f']) }], // `=>` names an argument
+  ['select a=-1, a--comment\n from t', R, known],
+  ['select \'a ### b\', "###", $$ ### $$ from t', R, known], // inside strings and names
+  ['select a #@# b from t', W, known], // an operator created since the catalog was read
   // before the catalog is in, only the common built-ins are known
+  ['select 1 ### 2', W, beforeLoad],
+  ["select 1::int, a->>'k', a || b from t", R, beforeLoad],
   ['select count(*), lower(title) from posts', R, beforeLoad],
   ['select lookup(1)', W, beforeLoad],
   ['select lock_it(1)', W, beforeLoad],
@@ -291,6 +323,8 @@ catalogTable('a call the catalog does not know names the function, so the catalo
   assert.is(classifyStatement('select unknown_fn(1)', known).unknownFunction, 'unknown_fn')
   assert.is(classifyStatement('select lookup(1)', known).unknownFunction, undefined)
   assert.is(classifyStatement('select unknown_fn(1)').kind, R, 'without knowledge only the text counts')
+  assert.is(classifyStatement('select 1 #@# 2', known).unknownFunction, 'operator #@#')
+  assert.is(classifyStatement('select 1 ### 2').kind, R, 'without knowledge an operator is opaque')
 })
 
 catalogTable('statements that may change functions, views or policies say so', () => {
@@ -302,6 +336,11 @@ catalogTable('statements that may change functions, views or policies say so', (
     'alter table v rename to w',
     'create policy p on t using (f())',
     'create extension pgcrypto',
+    'create operator ### (procedure = f, leftarg = int, rightarg = int)',
+    'create cast (int as ticket) with function take_ticket(int)',
+    'create type voltype (input = voltype_in, output = voltype_out)',
+    'create domain locked_int as int check (f(value))',
+    'alter domain locked_int add check (g(value))',
     'do $$ begin end $$',
     'create table t (id int); create function f() returns int language sql as $$ select 1 $$',
   ]

@@ -22,7 +22,7 @@ export interface Classification {
   kind: StatementKind
   /** Short human text saying why, e.g. 'SELECT' or 'FOR UPDATE locks rows'. */
   reason: string
-  /** A function the knowledge passed in did not name: the catalog may be out of date. */
+  /** A function (or `operator ###`) the knowledge passed in did not name: the catalog may be out of date. */
   unknownFunction?: string
   /** The statement may create, change or drop functions or views: the catalog is out of date after it. */
   changesCatalog?: boolean
@@ -39,9 +39,15 @@ export interface FunctionKnowledge {
   /**
    * Names whose every mention sends a statement to the leader, with why:
    * volatile functions not known to be read-only (called, or in attribute
-   * notation `t.f`), and views or tables whose reading calls one.
+   * notation `t.f`), views or tables whose reading calls one, types whose
+   * cast (`::t`, `cast(x as t)`, `t 'x'`), input or output runs one, and
+   * the tables and functions through which values of such a type flow.
    */
   readonly leaderNames: ReadonlyMap<string, string>
+  /** Every operator symbol the server has; a symbol not in it is of an operator created since: the leader. Unchecked when absent. */
+  readonly operators?: ReadonlySet<string>
+  /** Operator symbols whose use sends a statement to the leader (their function is volatile and not read-only), with why. */
+  readonly leaderOperators?: ReadonlyMap<string, string>
 }
 
 // ---------------------------------------------------------------------------
@@ -314,6 +320,17 @@ export const COMMON_FUNCTIONS: ReadonlySet<string> = words(`
 `)
 
 /**
+ * Operator symbols known before the catalog is loaded: every one of
+ * pg_catalog's (PostgreSQL 18), none with a volatile function. Until the
+ * catalog arrives, a statement with any other symbol goes to the leader.
+ */
+export const COMMON_OPERATORS: ReadonlySet<string> = words(`
+  !! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>= + - -> ->> -|- / < <-> << <<= <<|
+  <= <> <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?|| @ @-@ @> @? @@ @@@ ^ ^@ | |&> |/ |>> || ||/ ~ ~* ~<=~ ~<~ ~=
+  ~>=~ ~>~ ~~ ~~*
+`)
+
+/**
  * Keywords that may stand before `(` without calling a function, and type
  * names with a modifier (`varchar(10)`): never a call of an unknown function.
  */
@@ -340,8 +357,8 @@ const EXPRESSION_KEYWORDS = words(`
 /** Statements that may change functions, views or policies whatever follows (code runs, or a migration). */
 const CATALOG_CHANGES = new Set(['do', 'call', 'import'])
 
-/** CREATE/ALTER/DROP of these objects may change what the catalog says; of tables and indexes not. */
-const CATALOG_OBJECTS = words('function procedure routine view policy extension rule aggregate schema operator cast language')
+/** CREATE/ALTER/DROP of these objects may change what the catalog says; of tables and indexes not (ALTER TABLE does, above). */
+const CATALOG_OBJECTS = words('function procedure routine view policy extension rule aggregate schema operator cast language type domain')
 
 /** What may follow EXPLAIN without ANALYZE and be planned without running. */
 const EXPLAINABLE = new Set(['select', 'with', 'values', 'table', 'insert', 'update', 'delete', 'merge'])
@@ -362,12 +379,13 @@ const SEMICOLON = 4
 const DOT = 5
 const COMMA = 6
 const NUMBER = 7
-const OTHER = 8 // E'' and dollar-quoted strings, parameters, operators: opaque to the rules
+const OTHER = 8 // E'' and dollar-quoted strings, parameters, other punctuation: opaque to the rules
 const STRING = 9 // '...' and U&'...' strings, with their text (a setting's name is one)
+const OPERATOR = 10 // an operator symbol as PostgreSQL's lexer cuts it: `=`, `->>`, `###`
 
 interface Tokens {
   kinds: number[]
-  /** Text of WORD, QUOTED, NUMBER and STRING tokens; '' for the others. */
+  /** Text of WORD, QUOTED, NUMBER, STRING and OPERATOR tokens; '' for the others. */
   texts: string[]
 }
 
@@ -383,6 +401,41 @@ function isIdentStart(c: number): boolean {
 /** Identifiers may contain digits and `$`: `a$1` is one word, not a parameter. */
 function isIdentPart(c: number): boolean {
   return isIdentStart(c) || isDigit(c) || c === 36
+}
+
+/** Characters of operator symbols: ~ ! @ # ^ & | ` ? + - * / % < > = */
+function isOperatorChar(c: number): boolean {
+  return c === 126 || c === 33 || c === 64 || c === 35 || c === 94 || c === 38 || c === 124 || c === 96 || c === 63 || c === 43 ||
+    c === 45 || c === 42 || c === 47 || c === 37 || c === 60 || c === 62 || c === 61
+}
+
+/**
+ * Index just past the operator symbol starting at `i`, cut as PostgreSQL's
+ * lexer cuts it: a comment start (`--`, `/*`) ends it, and a symbol of more
+ * than one character ends in `+` or `-` only if it also has one of
+ * ~ ! @ # % ^ & | ` ? — so `a=-1` is `=` then `-`, and `@-` stays one symbol.
+ */
+function operatorEnd(sql: string, i: number): number {
+  const start = i
+  const n = sql.length
+  for (i++; i < n; i++) {
+    const d = sql.charCodeAt(i)
+    if (!isOperatorChar(d)) break
+    const e = sql.charCodeAt(i + 1)
+    if ((d === 45 && e === 45) || (d === 47 && e === 42)) break
+  }
+  if (i - start < 2 || !isPlusOrMinus(sql.charCodeAt(i - 1))) return i
+  for (let j = start; j < i - 1; j++) {
+    const d = sql.charCodeAt(j)
+    if (d === 126 || d === 33 || d === 64 || d === 35 || d === 94 || d === 38 || d === 124 || d === 96 || d === 63 || d === 37) return i
+  }
+  do i--
+  while (i - start > 1 && isPlusOrMinus(sql.charCodeAt(i - 1)))
+  return i
+}
+
+function isPlusOrMinus(c: number): boolean {
+  return c === 43 || c === 45
 }
 
 /** Dollar-quote tags are identifiers without `$`. */
@@ -570,6 +623,13 @@ function tokenize(sql: string): Tokens | null {
       i = close + tag.length
       kinds.push(OTHER)
       texts.push('')
+    } else if (isOperatorChar(c)) {
+      const start = i
+      i = operatorEnd(sql, i)
+      const symbol = i - start === 1 ? String.fromCharCode(c) : sql.slice(start, i)
+      // `=>` names an argument and is no operator; `!=` is PostgreSQL's spelling of `<>`
+      kinds.push(symbol === '=>' ? OTHER : OPERATOR)
+      texts.push(symbol === '!=' ? '<>' : symbol === '=>' ? '' : symbol)
     } else {
       kinds.push(
         c === 40 ? OPEN : c === 41 ? CLOSE : c === 59 ? SEMICOLON : c === 46 ? DOT : c === 44 ? COMMA : OTHER,
@@ -701,14 +761,23 @@ function changesCatalog(t: Tokens, i: number, end: number): boolean {
  * A query is a read unless somewhere in it — subqueries and CTEs included —
  * it locks rows, creates a table, modifies data, calls a write function or
  * asks about the cluster, or (with knowledge of the catalog) calls a
- * volatile function not known to be read-only, reads a view that does, or
- * calls a function the catalog does not know.
+ * volatile function not known to be read-only — directly, through an
+ * operator, a cast or a type's input or output — reads a view that does, or
+ * calls a function or uses an operator the catalog does not know.
  */
 function scanQuery(t: Tokens, from: number, end: number, reason: string, known: FunctionKnowledge | undefined): Classification {
   const { kinds, texts } = t
   let unknown: string | undefined
   for (let j = from; j < end; j++) {
     const kind = kinds[j]
+    if (kind === OPERATOR) {
+      if (known === undefined) continue
+      const symbol = texts[j]
+      const why = known.leaderOperators?.get(symbol)
+      if (why !== undefined) return write(why)
+      if (unknown === undefined && known.operators !== undefined && !known.operators.has(symbol)) unknown = `operator ${symbol}`
+      continue
+    }
     if (kind !== WORD && kind !== QUOTED) continue
     const word = texts[j]
     if (kinds[j + 1] === OPEN) {
@@ -734,7 +803,8 @@ function scanQuery(t: Tokens, from: number, end: number, reason: string, known: 
     }
   }
   if (unknown !== undefined) {
-    return { kind: 'write', reason: `calls ${unknown}(), which the catalog does not know (yet)`, unknownFunction: unknown }
+    const what = unknown.startsWith('operator ') ? unknown : `${unknown}()`
+    return { kind: 'write', reason: `calls ${what}, which the catalog does not know (yet)`, unknownFunction: unknown }
   }
   return read(reason)
 }
@@ -799,8 +869,9 @@ function classifyExplain(t: Tokens, from: number, end: number, known: FunctionKn
  *
  * With `known` (the server's catalog), a query that calls a volatile function
  * not known to be read-only, or mentions a view or table whose reading does,
- * is a write, and so is one that calls a function `known` does not name
- * (`unknownFunction` says which). Without it only the text is seen: a
+ * uses an operator whose function is such, or names a type whose cast, input
+ * or output function is, is a write; and so is one that calls a function or
+ * uses an operator `known` does not name (`unknownFunction` says which). Without it only the text is seen: a
  * user-defined function that writes, called from a SELECT, classifies as a read.
  * Assumes standard_conforming_strings = on (the default since 9.1).
  */
