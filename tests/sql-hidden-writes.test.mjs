@@ -1,7 +1,8 @@
 // Hidden writes, locks and settings, and questions about the cluster, on a
 // real cluster: statements that look like reads but lock, change settings or
-// call volatile functions (directly, through a view, an escaped name or an
-// identifier fragment) run on the leader; the server says where, via
+// call volatile functions (directly, through a view, an escaped name, an
+// identifier fragment, an operator, a cast, a domain's check or a type's
+// input function) run on the leader; the server says where, via
 // inet_server_port() or pg_locks. Volatile functions declared read-only stay
 // on replicas, and a function created through the tag is known at once.
 import { suite } from 'uvu'
@@ -31,6 +32,26 @@ await sql.leader.unsafe(`
   create view locking_view as select pg_try_advisory_lock(4242) as got;
   create view outer_view as select * from locking_view;
   create view blockers as select pid from pg_locks where not granted;
+
+  create function lock_pair(a int, b int) returns bool language plpgsql as $$ begin perform pg_advisory_lock(a); return true; end $$;
+  create operator ### (procedure = lock_pair, leftarg = int, rightarg = int);
+  create function plain_pair(a int, b int) returns bool language sql immutable as $$ select a = b $$;
+  create operator <=> (procedure = plain_pair, leftarg = int, rightarg = int);
+  create view pairs as select 61 ### 0 as got;
+  create type ticket as (n int);
+  create function take_ticket(k int) returns ticket language plpgsql as $$ begin perform pg_advisory_lock(k); return row(k); end $$;
+  create cast (int as ticket) with function take_ticket(int);
+  create domain locked_int as int check (pg_try_advisory_lock(value::bigint));
+  create type mood as enum ('calm', 'busy');
+  create function mood_of(t text) returns mood language plpgsql as $$ begin perform pg_advisory_lock(length(t)); return 'calm'::mood; end $$;
+  create cast (text as mood) with function mood_of(text) as implicit;
+  create function is_calm(m mood) returns bool language sql immutable as $$ select m = 'calm' $$;
+  -- a type whose input function is volatile: internal functions, as a C extension's would be
+  create type voltype;
+  create function voltype_in(cstring) returns voltype language internal volatile strict as 'int4in';
+  create function voltype_out(voltype) returns cstring language internal immutable strict as 'int4out';
+  create type voltype (input = voltype_in, output = voltype_out, like = int4);
+  create table vol_holder (id int, v voltype);
 `)
 await replicated()
 await sql.refresh()
@@ -99,6 +120,63 @@ hidden('set_config inside a function never poisons a replica connection', async 
 
 hidden('a view over pg_locks asks about the cluster', async () => {
   assert.is(await portOf(sql`select count(*), inet_server_port() as port from blockers`), leaderPort)
+})
+
+hidden('an operator whose function is volatile, directly, schema-qualified and through a view', async () => {
+  assert.is(await portOf(sql`select 51 ### 0 as got, inet_server_port() as port`), leaderPort)
+  assert.ok(await leaderHolds(51), 'the leader holds the lock the operator took')
+  assert.is(await portOf(sql`select 52 operator(public.###) 0 as got, inet_server_port() as port`), leaderPort)
+  assert.ok(await leaderHolds(52))
+  assert.is(await portOf(sql`select got, inet_server_port() as port from pairs`), leaderPort)
+  assert.ok(await leaderHolds(61))
+})
+
+hidden('a cast whose function is volatile, as :: and as CAST', async () => {
+  assert.is(await portOf(sql`select 53::ticket as t, inet_server_port() as port`), leaderPort)
+  assert.ok(await leaderHolds(53), 'the leader holds the lock the cast took')
+  assert.is(await portOf(sql`select cast(54 as public.ticket) as t, inet_server_port() as port`), leaderPort)
+  assert.ok(await leaderHolds(54))
+})
+
+hidden('an implicit cast whose function is volatile, where its type is expected', async () => {
+  // no cast in the text: is_calm() takes a mood, so the text value is cast by mood_of(), which locks length(t)
+  assert.is(await portOf(sql`select is_calm(t) as calm, inet_server_port() as port from (select repeat('x', 56) as t) s`), leaderPort)
+  assert.ok(await leaderHolds(56))
+})
+
+hidden('a domain whose check calls a volatile function', async () => {
+  assert.is(await portOf(sql`select 57::locked_int as v, inet_server_port() as port`), leaderPort)
+  assert.ok(await leaderHolds(57), 'the leader holds the lock the check took')
+})
+
+hidden('a type whose input function is volatile, and a table that holds its values', async () => {
+  assert.is(await portOf(sql`select '7'::voltype as v, inet_server_port() as port`), leaderPort)
+  assert.is(await portOf(sql`select count(*), inet_server_port() as port from vol_holder`), leaderPort)
+})
+
+hidden('ordinary casts and operators, and a user operator whose function is not volatile, stay on replicas', async () => {
+  const reads = [
+    sql`select 1::int as v, inet_server_port() as port`,
+    sql`select 'a' || 'b' as v, inet_server_port() as port`,
+    sql`select 2 + 3 = 5 and 4 <> 5 and '{"k": 1}'::jsonb ->> 'k' = '1' as v, inet_server_port() as port`,
+    sql`select cast('7' as int8) as v, now()::date as d, inet_server_port() as port`,
+    sql`select 3 <=> 3 as v, inet_server_port() as port`,
+  ]
+  for (const read of reads) {
+    const port = await portOf(read)
+    assert.ok(replicaPorts.includes(port), `${read.strings.join('${}')} ran on ${port}`)
+  }
+})
+
+hidden('an operator declared read-only through its function stays on replicas', async () => {
+  const declared = connect({ ...options, readOnlyFunctions: ['public.lock_pair'] })
+  try {
+    await declared.refresh()
+    const port = await portOf(declared`select 1 ### 0 as got, inet_server_port() as port`)
+    assert.ok(replicaPorts.includes(port), `### ran on ${port}`)
+  } finally {
+    await declared.end()
+  }
 })
 
 hidden.run()

@@ -51,25 +51,100 @@ export const LEADER_LSN = `SELECT pg_current_wal_lsn()::text AS lsn`
 
 /**
  * A cheap fingerprint of what the function catalog (catalog.ts) is built
- * from: any created, replaced, altered, renamed or dropped function, view
- * or policy changes a row count or the sum of the rows' xmin. Checked on a schedule;
- * the catalog is read again only when it changed.
+ * from: any created, replaced, altered, renamed or dropped function, view,
+ * policy, operator, cast, base type or domain (or domain constraint) changes
+ * a row count or the sum of the rows' xmin. Tables' row types and array
+ * types are left out, so temporary tables do not make the catalog be read
+ * again. Checked on a schedule; the catalog is read again only when it changed.
  */
 export const CATALOG_FINGERPRINT = `SELECT concat_ws('/',
   (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_proc),
   (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_rewrite),
   (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_policy),
-  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_class WHERE relkind = 'v')) AS fingerprint`
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_class WHERE relkind = 'v'),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_operator),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_cast),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_type
+    WHERE typtype = 'd' OR (typtype = 'b' AND typcategory <> 'A')),
+  (SELECT count(*) || ':' || coalesce(sum(xmin::text::int8), 0) FROM pg_catalog.pg_constraint WHERE contypid <> 0)) AS fingerprint`
 
 /**
- * What the classifier needs from the catalog, in one round trip (three
- * statements, simple protocol): every function name (built-in: pg_catalog's
- * or an extension's; the rest are the users'), the volatile functions, and
- * the SQL that reading each user view or policy-protected table runs (as
- * text: pg_depend records no dependency on built-in functions).
+ * Volatile functions a statement runs without naming them, one row each:
+ * - `operator`: an operator (`name` is its symbol) whose function is volatile;
+ * - `cast`: a cast (`name` is the target type) whose function is volatile;
+ * - `type`: a type whose input, output, receive or send function is volatile.
+ * `function`, `schema` and `builtin` say which function, so a read-only one
+ * (readOnlyFunctions, or a read-only built-in) can be let through. Values of
+ * a type flow where its name never appears: a volatile type function runs
+ * whenever a value of the type is read or parsed, an implicit cast wherever a
+ * value of its user type (the target's, or the source's when the target is a
+ * system type) is expected. For these, `carriers` names the tables, views,
+ * functions and types (arrays, domains, composites and ranges built on it,
+ * transitively) that hold, take or return such values, and
+ * `carrier_operators` the operators that do (both space-separated: the
+ * catalog's connection parses no arrays). No built-in operator, cast or
+ * type of PostgreSQL 15 to 18 has a volatile function: these rows are the users'.
+ */
+const VOLATILE_ROUTES = `WITH RECURSIVE volatile_function AS (
+  SELECT p.oid, lower(p.proname) AS name, lower(n.nspname) AS schema,
+         n.nspname = 'pg_catalog' OR EXISTS (
+           SELECT FROM pg_catalog.pg_depend d
+            WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') AS builtin
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+   WHERE p.provolatile = 'v'),
+route AS (
+  SELECT 'operator' AS kind, o.oprname::text AS name, f.name AS function, f.schema, f.builtin, NULL::oid AS carrier
+    FROM pg_catalog.pg_operator o JOIN volatile_function f ON f.oid = o.oprcode
+  UNION ALL
+  SELECT 'cast', lower(target.typname), f.name, f.schema, f.builtin,
+         CASE WHEN c.castcontext <> 'i' THEN NULL
+              WHEN target.typnamespace = 'pg_catalog'::regnamespace THEN c.castsource ELSE c.casttarget END
+    FROM pg_catalog.pg_cast c JOIN volatile_function f ON f.oid = c.castfunc
+    JOIN pg_catalog.pg_type target ON target.oid = c.casttarget
+  UNION ALL
+  SELECT 'type', lower(t.typname), f.name, f.schema, f.builtin, t.oid
+    FROM pg_catalog.pg_type t JOIN volatile_function f ON f.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend)),
+part_of(whole, part) AS (
+  SELECT t.oid, coalesce(nullif(t.typelem, 0), t.typbasetype) FROM pg_catalog.pg_type t WHERE t.typelem <> 0 OR t.typbasetype <> 0
+  UNION ALL
+  SELECT c.reltype, a.atttypid FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+   WHERE a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT r.rngtypid, r.rngsubtype FROM pg_catalog.pg_range r),
+carried(root, type) AS (
+  SELECT DISTINCT carrier, carrier FROM route WHERE carrier IS NOT NULL
+  UNION
+  SELECT c.root, p.whole FROM carried c JOIN part_of p ON p.part = c.type)
+SELECT r.kind, r.name, r.function, r.schema, r.builtin,
+       (SELECT string_agg(DISTINCT carrier, ' ') FROM (
+          SELECT lower(t.typname) FROM carried k JOIN pg_catalog.pg_type t ON t.oid = k.type WHERE k.root = r.carrier
+          UNION ALL
+          SELECT lower(c.relname) FROM carried k
+            JOIN pg_catalog.pg_attribute a ON a.atttypid = k.type AND a.attnum > 0 AND NOT a.attisdropped
+            JOIN pg_catalog.pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+           WHERE k.root = r.carrier
+          UNION ALL
+          SELECT lower(p.proname) FROM carried k JOIN pg_catalog.pg_proc p ON p.prorettype = k.type OR k.type = ANY (p.proargtypes::oid[])
+           WHERE k.root = r.carrier) AS names(carrier)) AS carriers,
+       (SELECT string_agg(DISTINCT o.oprname, ' ') FROM carried k
+          JOIN pg_catalog.pg_operator o ON k.type IN (o.oprleft, o.oprright, o.oprresult) WHERE k.root = r.carrier) AS carrier_operators
+  FROM route r`
+
+/**
+ * What the classifier needs from the catalog, in one round trip (four
+ * statements, simple protocol):
+ * 1. every function name (built-in: pg_catalog's or an extension's; the
+ *    rest are the users') and every operator symbol;
+ * 2. the volatile functions;
+ * 3. the SQL that reading each user view or policy-protected table runs, and
+ *    that casting to each user domain runs (its CHECK constraints), as text:
+ *    pg_depend records no dependency on built-in functions;
+ * 4. the other ways a statement calls a volatile function without naming it
+ *    (see VOLATILE_ROUTES).
  */
 export const CATALOG_CONTENTS = `SELECT string_agg(DISTINCT lower(p.proname), ' ') FILTER (WHERE b.builtin) AS builtin,
-       string_agg(DISTINCT lower(p.proname), ' ') FILTER (WHERE NOT b.builtin) AS other
+       string_agg(DISTINCT lower(p.proname), ' ') FILTER (WHERE NOT b.builtin) AS other,
+       (SELECT string_agg(DISTINCT o.oprname, ' ') FROM pg_catalog.pg_operator o) AS operators
   FROM pg_catalog.pg_proc p
   CROSS JOIN LATERAL (SELECT p.pronamespace = 'pg_catalog'::regnamespace OR EXISTS (
     SELECT FROM pg_catalog.pg_depend d
@@ -80,13 +155,19 @@ SELECT lower(p.proname) AS name, lower(n.nspname) AS schema,
           WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') AS builtin
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE p.provolatile = 'v';
-SELECT lower(c.relname) AS name, pg_catalog.pg_get_viewdef(c.oid) AS definition
+SELECT lower(c.relname) AS name, pg_catalog.pg_get_viewdef(c.oid) AS definition, false AS domain, NULL AS carriers
   FROM pg_catalog.pg_class c
  WHERE c.relkind = 'v' AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
 UNION ALL
-SELECT lower(c.relname), 'SELECT ' || pg_catalog.pg_get_expr(p.polqual, p.polrelid)
+SELECT lower(c.relname), 'SELECT ' || pg_catalog.pg_get_expr(p.polqual, p.polrelid), false, NULL
   FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
- WHERE p.polqual IS NOT NULL`
+ WHERE p.polqual IS NOT NULL
+UNION ALL
+SELECT lower(t.typname), 'SELECT ' || pg_catalog.pg_get_expr(k.conbin, 0), true,
+       (SELECT string_agg(DISTINCT lower(p.proname), ' ') FROM pg_catalog.pg_proc p WHERE t.oid = ANY (p.proargtypes::oid[]))
+  FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_type t ON t.oid = k.contypid
+ WHERE k.contype = 'c' AND t.typnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace);
+${VOLATILE_ROUTES}`
 
 /** A session's position after a statement on the leader: its insert LSN (at or past any commit it saw). */
 export const LEADER_POSITION = 'select pg_current_wal_insert_lsn()::text as lsn'
