@@ -5,11 +5,11 @@
 // Baseline: the naive router's test, a regex on the first word. Candidates:
 // the text alone, and with a catalog the size of a fresh PostgreSQL 18's
 // (2,800 function names, 170 volatile ones that send statements to the
-// leader). Then what a call site costs once cached (Router.kindOf), plain
+// leader; its 74 operator symbols plus 20 users', 5 of them volatile). Then what a call site costs once cached (Router.kindOf), plain
 // and with an identifier, which puts a name into the text.
 import { bench, do_not_optimize, group, summary } from 'mitata'
 import { classifyStatement } from 'pgfollow'
-import { COMMON_FUNCTIONS } from '../dist/tag/classify.js'
+import { COMMON_FUNCTIONS, COMMON_OPERATORS } from '../dist/tag/classify.js'
 import { Router } from '../dist/tag/router.js'
 import { normalizeOptions } from '../dist/tag/options.js'
 import { readFileSync } from 'node:fs'
@@ -38,10 +38,12 @@ export const STATEMENTS = {
 
 const NAIVE = /^\s*(select|with)\b/i
 
-/** A catalog as large as a fresh server's: every name the statements call is known, none is volatile. */
+/** A catalog as large as a fresh server's: every name and operator the statements use is known, none is volatile. */
 const CATALOG = {
   functions: new Set([...COMMON_FUNCTIONS, ...Array.from({ length: 2_800 }, (_, i) => `builtin_${i}`)]),
   leaderNames: new Map(Array.from({ length: 170 }, (_, i) => [`volatile_${i}`, 'volatile'])),
+  operators: new Set([...COMMON_OPERATORS, ...Array.from({ length: 20 }, (_, i) => `#${'@'.repeat(i + 1)}`)]),
+  leaderOperators: new Map(Array.from({ length: 5 }, (_, i) => [`#${'@'.repeat(i + 1)}`, 'volatile'])),
 }
 
 export async function measure({ quick, log }) {

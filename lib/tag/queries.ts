@@ -102,8 +102,10 @@ route AS (
     FROM pg_catalog.pg_cast c JOIN volatile_function f ON f.oid = c.castfunc
     JOIN pg_catalog.pg_type target ON target.oid = c.casttarget
   UNION ALL
-  SELECT 'type', lower(t.typname), f.name, f.schema, f.builtin, t.oid
-    FROM pg_catalog.pg_type t JOIN volatile_function f ON f.oid IN (t.typinput, t.typoutput, t.typreceive, t.typsend)),
+  SELECT DISTINCT 'type', lower(t.typname), f.name, f.schema, f.builtin, t.oid
+    FROM pg_catalog.pg_type t
+    CROSS JOIN LATERAL (VALUES (t.typinput), (t.typoutput), (t.typreceive), (t.typsend)) AS io(function)
+    JOIN volatile_function f ON f.oid = io.function),
 part_of(whole, part) AS (
   SELECT t.oid, coalesce(nullif(t.typelem, 0), t.typbasetype) FROM pg_catalog.pg_type t WHERE t.typelem <> 0 OR t.typbasetype <> 0
   UNION ALL
