@@ -12,6 +12,7 @@ import { CONNECT_TIMEOUT } from './failures.ts'
 import { unrefTimer } from './health.ts'
 import { onConnection, type PgConnection, type PgQuery, poolHandler } from './postgres-internals.ts'
 import { CLEANSE } from './queries.ts'
+import { LaneLimit } from './lane-limit.ts'
 
 /** Lanes a node opens at once: a burst of logins (SCRAM costs CPU on both ends) would time out on a busy machine. */
 const OPENING_AT_ONCE = 2
@@ -68,7 +69,13 @@ export interface LaneEvents {
 }
 
 export class NodeLanes {
+  /** Lanes at most: what a write (alone on its lane) may use. */
   readonly limit: number
+  /** Lanes reads use: the first `reads.current` of them, adapted to what the node serves best. */
+  readonly reads: LaneLimit
+  /** Reads completed on the lanes, and reads that found no room: the adaptation's window. */
+  completed = 0
+  waited = 0
   /** Reads pipelined on one lane at most (a write always runs alone). */
   readonly depth: number
   readonly #pool: postgres.Sql
@@ -88,6 +95,7 @@ export class NodeLanes {
     this.#pool = pool
     this.#openTimeout = openTimeout
     this.limit = limit
+    this.reads = new LaneLimit(limit)
     this.depth = depth
     this.#events = events
   }
@@ -98,7 +106,9 @@ export class NodeLanes {
    */
   take(alone: boolean): Lane | null {
     let best: Lane | null = null
-    for (const lane of this.#lanes) {
+    const lanes = this.#lanes
+    for (let i = 0, n = alone ? lanes.length : Math.min(lanes.length, this.reads.current); i < n; i++) {
+      const lane = lanes[i]
       if (lane.dead || lane.exclusive || lane.dirty || lane.running >= (alone ? 1 : this.depth)) continue
       if (!best || lane.running < best.running) best = lane
       if (lane.running === 0) break
@@ -119,18 +129,28 @@ export class NodeLanes {
 
   /** Whether `take(alone)` would find a lane. */
   hasRoom(alone: boolean): boolean {
-    for (const lane of this.#lanes) if (!lane.dead && !lane.exclusive && !lane.dirty && lane.running < (alone ? 1 : this.depth)) return true
+    const lanes = this.#lanes
+    for (let i = 0, n = alone ? lanes.length : Math.min(lanes.length, this.reads.current); i < n; i++) {
+      const lane = lanes[i]
+      if (!lane.dead && !lane.exclusive && !lane.dirty && lane.running < (alone ? 1 : this.depth)) return true
+    }
     return false
   }
 
-  /** Below its limit: one more may open (now, or once a lane opening finishes). */
-  get canOpen(): boolean {
-    return !this.#ending && this.#lanes.length + this.#opening < this.limit
+  /** Below its limit (for reads: their adapted one): one more may open (now, or once a lane opening finishes). */
+  canOpen(alone: boolean): boolean {
+    return !this.#ending && this.#lanes.length + this.#opening < (alone ? this.limit : this.reads.current)
   }
 
   /** One more may open now. */
-  get canOpenNow(): boolean {
-    return this.canOpen && this.#opening < OPENING_AT_ONCE
+  canOpenNow(alone: boolean): boolean {
+    return this.canOpen(alone) && this.#opening < OPENING_AT_ONCE
+  }
+
+  /** The end of a window: reads completed and whether reads waited set the next read limit (`mayStart`: a trial). */
+  adapt(mayStart: boolean): void {
+    this.reads.observe(this.completed, this.waited > this.completed / 10, mayStart)
+    this.completed = this.waited = 0
   }
 
   /** Lanes open now (busy or idle). */
@@ -197,6 +217,7 @@ export class NodeLanes {
   done(lane: Lane): void {
     lane.running--
     this.busy--
+    this.completed++
     if (this.busy === 0 && this.#idle.length > 0) { for (const resolve of this.#idle.splice(0)) resolve() }
     if (lane.running === 0) lane.exclusive = false
     if (lane.dead) return lane.running === 0 ? this.#forget(lane) : undefined

@@ -46,12 +46,13 @@ export interface ConnectOptions<T extends Record<string, postgres.PostgresType> 
   /** Exponential back-off of a failing node: first and longest ban, ms. */
   ban?: { base?: number; max?: number }
   /**
-   * Statements the router keeps on the wire per node (one per connection);
-   * the rest wait in the router's queue for the next free node. Default:
+   * Lanes (connections for routed statements) per node at most; the rest
+   * wait in the router's queue for the next free lane. A replica's reads use
+   * as many of them as measurably serve more (they start at 2). Default:
    * `postgres.max` (10).
    */
   inFlight?: number
-  /** Reads pipelined on one connection of a replica at most (writes always run alone). Default 4. */
+  /** Reads pipelined on one connection of a replica at most (writes always run alone). Default 16. */
   pipeline?: number
   /**
    * Volatile functions that only read, so statements calling them (or views
@@ -100,7 +101,7 @@ const DEFAULTS = {
   banBase: 250,
   banMax: 5_000,
   inFlight: 10,
-  pipeline: 4,
+  pipeline: 16,
 }
 
 /** `connect()` / `connect('file.json')` / `connect({ ... })` → one normalised object. */

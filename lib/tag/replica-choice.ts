@@ -54,7 +54,7 @@ export class ReplicaChoice {
     const candidates = this.#candidates
     let i = 0
     for (const node of this.#nodes) {
-      if ((node.lanes.hasRoom(false) || node.lanes.canOpen) && this.mayRead(node, position, tried)) candidates[i++] = node
+      if ((node.lanes.hasRoom(false) || node.lanes.canOpen(false)) && this.mayRead(node, position, tried)) candidates[i++] = node
     }
     // Setting an array's length is a runtime call: only when the count changed.
     if (candidates.length !== i) candidates.length = i

@@ -33,6 +33,8 @@ export type { RouteContext } from './job.ts'
 const UNREACHABLE_POSITION = (1n << 64n) - 1n
 const MAX_CACHED_TEXTS = 5_000
 const NOTHING_TRIED: readonly ClusterNode[] = []
+/** The window over which a replica's read lanes are measured and adapted, ms. */
+const LANE_WINDOW_MS = 500
 const LEADER_ONLY: Classification = { kind: 'write', reason: 'a replica refused it as read-only (25006)' }
 
 /** What `sql.status()` reports per node. */
@@ -44,6 +46,9 @@ export interface NodeStatus {
   lagBytes: number
   lagMs: number
   inFlight: number
+  /** Connections the router runs statements on: reads use `readLanes` of them (adapted to what the node serves best). */
+  lanes: number
+  readLanes: number
   /** Statements answered, outside transactions. */
   served: number
   /** Transactions committed. */
@@ -92,6 +97,8 @@ export class Router extends EventEmitter {
   /** Statements on the wire, watched by one sweeper instead of a timer each. */
   readonly #pending: PendingStatements<Job>
   readonly #sweeper: ReturnType<typeof setInterval>
+  /** Each replica's read lanes are adapted once per window (lane-limit.ts). */
+  readonly #laneWindow: ReturnType<typeof setInterval>
 
   constructor(options: NormalizedOptions) {
     super()
@@ -132,6 +139,8 @@ export class Router extends EventEmitter {
     this.#pending = new PendingStatements(Math.ceil((options.readTimeout || 1_000) / sweepEvery) + 2)
     this.#sweeper = setInterval(() => this.#sweep(), sweepEvery)
     unrefTimer(this.#sweeper)
+    this.#laneWindow = setInterval(() => this.#adaptLanes(), LANE_WINDOW_MS)
+    unrefTimer(this.#laneWindow)
   }
 
   #addLanes(node: ClusterNode): void {
@@ -288,10 +297,15 @@ export class Router extends EventEmitter {
     if (node) {
       const lane = node.lanes.take(false)
       if (lane) return this.#send(job, node, lane)
-      if (node.lanes.canOpenNow) node.lanes.open()
+      if (node.lanes.canOpenNow(false)) node.lanes.open()
+      node.lanes.waited++
       return this.#reads.push(job)
     }
-    if (this.#replicas.hasEligible(job.position, job.tried)) return this.#reads.push(job)
+    if (this.#replicas.hasEligible(job.position, job.tried)) {
+      // Every replica's lanes are full: demand beyond what they take now.
+      for (const replica of this.nodes) replica.lanes.waited++
+      return this.#reads.push(job)
+    }
     let leader: ClusterNode
     try {
       leader = this.#readFallback(job)
@@ -325,7 +339,7 @@ export class Router extends EventEmitter {
     const lane = leader.lanes.take(true)
     if (lane) return this.#send(job, leader, lane)
     this.#forLeader.push(job)
-    if (leader.lanes.canOpenNow && leader.lanes.opening < this.#forLeader.length) leader.lanes.open()
+    if (leader.lanes.canOpenNow(true) && leader.lanes.opening < this.#forLeader.length) leader.lanes.open()
   }
 
   /** A lane of `node` is free: it takes the next statement it may run. */
@@ -338,7 +352,7 @@ export class Router extends EventEmitter {
       this.#send(job, node, node.lanes.take(leader)!)
     }
     // Lanes open a few at a time: while statements still wait, the next one opens.
-    if (node.lanes.canOpenNow && (leader ? this.#forLeader.length : this.#reads.length) > node.lanes.opening) node.lanes.open()
+    if (node.lanes.canOpenNow(leader) && (leader ? this.#forLeader.length : this.#reads.length) > node.lanes.opening) node.lanes.open()
   }
 
   /** The leader for a read no replica may serve, or an error that says why. */
@@ -503,6 +517,24 @@ export class Router extends EventEmitter {
   }
 
   /**
+   * One replica at a time tries another read lane count (on one machine,
+   * one replica's trial would weigh on the others' measurements); the turn
+   * to start one goes round.
+   */
+  #adaptLanes(): void {
+    const replicas = this.nodes.filter((node) => node !== this.leader)
+    let trial = replicas.some((node) => node.lanes.reads.inTrial)
+    this.#laneTurn = (this.#laneTurn + 1) % Math.max(1, replicas.length)
+    for (let i = 0; i < replicas.length; i++) {
+      const lanes = replicas[(i + this.#laneTurn) % replicas.length].lanes
+      lanes.adapt(!trial)
+      trial ||= lanes.reads.inTrial
+    }
+  }
+
+  #laneTurn = 0
+
+  /**
    * What waits is never left waiting for an event that may not come (a lane
    * that failed to open while others were open leaves none behind): a usable
    * node with no lane opening takes what waits for it, or opens a lane.
@@ -639,7 +671,7 @@ export class Router extends EventEmitter {
     this.#leadership.elect(writable)
     // Statements waiting for the leader go to the new one.
     if (this.leader !== previous) this.#pump(this.leader)
-    if (this.leader !== previous && this.#forLeader.length > 0 && this.leader.lanes.canOpenNow) this.leader.lanes.open()
+    if (this.leader !== previous && this.#forLeader.length > 0 && this.leader.lanes.canOpenNow(true)) this.leader.lanes.open()
   }
 
   discoverLeader(): Promise<ClusterNode | null> {
@@ -674,6 +706,8 @@ export class Router extends EventEmitter {
       lagBytes: node === this.leader ? 0 : node.lagBytes,
       lagMs: node === this.leader ? 0 : node.lagMs,
       inFlight: node.inFlight,
+      lanes: node.lanes.size,
+      readLanes: node.lanes.reads.kept,
       served: node.served,
       transactions: node.transactions,
       errors: node.errors,
@@ -783,6 +817,7 @@ export class Router extends EventEmitter {
     for (const node of this.nodes) node.lanes.end()
     this.#monitor.stop()
     clearInterval(this.#sweeper)
+    clearInterval(this.#laneWindow)
     if (this.#strandTimer) clearTimeout(this.#strandTimer)
     for (const job of [...this.#reads.drain(), ...this.#forLeader.drain()]) job.reject(endedError())
     // postgres.js's end() can hang on a connection that is failing to log in
