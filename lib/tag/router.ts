@@ -424,6 +424,7 @@ export class Router extends EventEmitter {
     job.node = node
     job.lane = lane
     node.inFlight++
+    this.#sent++
     job.slot = this.#pending.add(job, node, job.kind === 'read' && node !== this.leader)
     lane.handler(attempt)
     if (!job.ctx.session) return
@@ -533,6 +534,9 @@ export class Router extends EventEmitter {
   }
 
   #laneTurn = 0
+  /** Statements sent, as of the last sweep too: whether anything moved in between. */
+  #sent = 0
+  #sentAtSweep = 0
 
   /**
    * What waits is never left waiting for an event that may not come (a lane
@@ -540,6 +544,8 @@ export class Router extends EventEmitter {
    * node with no lane opening takes what waits for it, or opens a lane.
    */
   #restartWaiting(): void {
+    // Something was sent since the last sweep: things move, and a lane still opening keeps its reads.
+    if (this.#sent !== this.#sentAtSweep) return void (this.#sentAtSweep = this.#sent)
     if (this.#forLeader.length > 0 && this.leaderUsable && this.leader.lanes.opening === 0) this.#pump(this.leader)
     if (this.#reads.length === 0) return
     for (const node of this.#replicas.candidates(NOTHING_TRIED)) if (node.lanes.opening === 0) this.#pump(node)
