@@ -185,8 +185,17 @@ export async function stopHa(dir: string, state: ClusterState, how: 'clean' | 'n
     stopped.add(node.name)
     await stopPid(pid, how === 'clean' ? 'SIGTERM' : 'SIGKILL', 30_000)
   }
-  for (const node of state.nodes) {
-    if (await stopServer(nodePaths(dir, node.name).dataDir, how === 'clean' ? 'fast' : 'immediate')) stopped.add(node.name)
+  // A postmaster Patroni launched just before it was stopped may write its pid file after a first look (a demoted
+  // leader restarting as a replica): look again until a look after the first finds none.
+  for (let look = 0; look < 5; look++) {
+    let found = false
+    for (const node of state.nodes) {
+      if (!(await stopServer(nodePaths(dir, node.name).dataDir, how === 'clean' ? 'fast' : 'immediate'))) continue
+      stopped.add(node.name)
+      found = true
+    }
+    if (!found && look > 0) break
+    await sleep(300)
   }
   const etcd = daemonPid(etcdPaths(dir).pidFile, 'etcd')
   if (etcd) await stopPid(etcd, how === 'clean' ? 'SIGTERM' : 'SIGKILL', 10_000)
