@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events'
 import { createPicker } from './balance.ts'
 import { FunctionCatalog } from './catalog.ts'
-import { type Classification, classifyStatement, type StatementKind } from './classify.ts'
+import type { StatementKind } from './classify.ts'
 import { LeaderUnavailableError, NoReplicaError } from './errors.ts'
 import { neverConnected, nodeUnreachable, READ_TIMEOUT } from './failures.ts'
 import { Monitor, nextTurn, unrefTimer } from './health.ts'
@@ -25,17 +25,16 @@ import { afterStream } from './streams.ts'
 import { checkPostgresInternals, type PgQuery } from './postgres-internals.ts'
 import { type Action, decide, failureError } from './retry-policy.ts'
 import { ReplicaChoice } from './replica-choice.ts'
+import { StatementKinds } from './statement-kinds.ts'
 import { Waiting } from './waiting.ts'
 
 export type { RouteContext } from './job.ts'
 
 /** A position no replica reaches: the session reads from the leader until it learns a real one. */
 const UNREACHABLE_POSITION = (1n << 64n) - 1n
-const MAX_CACHED_TEXTS = 5_000
 const NOTHING_TRIED: readonly ClusterNode[] = []
 /** The window over which a replica's read lanes are measured and adapted, ms. */
 const LANE_WINDOW_MS = 500
-const LEADER_ONLY: Classification = { kind: 'write', reason: 'a replica refused it as read-only (25006)' }
 
 /** What `sql.status()` reports per node. */
 export interface NodeStatus {
@@ -78,18 +77,12 @@ export class Router extends EventEmitter {
   readonly poolOptions: PoolOptions
   /** postgres.js's Query class, to recognise fragments nested in a statement. */
   readonly Query: new (...args: never[]) => PgQuery
-  /** postgres.js's Identifier (`sql('name')`) and Builder (`sql(row)`, `sql(['a', 'b'])`): they put names into the text. */
-  readonly #Identifier: new (...args: never[]) => { value: string }
-  readonly #Builder: new (...args: never[]) => { build(before: string, parameters: unknown[], types: unknown[], options: unknown): unknown }
   readonly #leadership: Leadership
   readonly #monitor: Monitor
-  /** What the leader's catalog says about functions and views; its version invalidates the two caches below. */
+  /** What the leader's catalog says about functions, views, operators and casts. */
   readonly #catalog: FunctionCatalog
-  #catalogVersion = 0
-  #kindByStrings = new WeakMap<object, Classification>()
-  readonly #kindByText = new Map<string, Classification>()
-  /** Statements a replica refused as read-only (25006): they go to the leader from now on. */
-  readonly #leaderOnlyTexts = new Set<string>()
+  /** Each statement's kind, cached per call site and per text. */
+  readonly #kinds: StatementKinds
   /** Reads waiting for a replica lane, and statements waiting for the leader's. */
   readonly #reads = new Waiting<Job>()
   readonly #forLeader = new Waiting<Job>()
@@ -109,8 +102,6 @@ export class Router extends EventEmitter {
       ...options.replicas.map((url, i) => new ClusterNode(url, options.weights[i], options, this.poolOptions)),
     ]
     this.Query = checkPostgresInternals(this.nodes[0].pool)
-    this.#Identifier = Object.getPrototypeOf(this.nodes[0].pool('name')).constructor
-    this.#Builder = Object.getPrototypeOf(this.nodes[0].pool({})).constructor
     for (const node of this.nodes) this.#addLanes(node)
     this.#leadership = new Leadership(this, () => this.#monitor.patroni?.hunt())
     // Reads stranded without a node go on as soon as one is back.
@@ -124,6 +115,7 @@ export class Router extends EventEmitter {
       connectTimeout: options.connectTimeout,
     })
     this.#catalog.start()
+    this.#kinds = new StatementKinds(this.#catalog, this.nodes[0].pool, this.Query)
     this.#replicas = new ReplicaChoice(this.nodes, () => this.leader, options, createPicker(options.balance))
     this.#monitor = new Monitor(this)
     this.#monitor.start()
@@ -187,94 +179,9 @@ export class Router extends EventEmitter {
     }
   }
 
-  /**
-   * read or write, cached per call site (template strings) or per text, and
-   * forgotten when the catalog changes. A statement that may change
-   * functions or views has the catalog read again once it has run.
-   */
+  /** read or write (statement-kinds.ts); a statement that may change functions or views has the catalog read again once it has run. */
   kindOf(query: PgQuery): StatementKind {
-    if (this.#catalog.version !== this.#catalogVersion) {
-      this.#kindByStrings = new WeakMap()
-      this.#kindByText.clear()
-      this.#catalogVersion = this.#catalog.version
-    }
-    const classification = this.#classification(query)
-    if (classification.changesCatalog) this.#catalog.changing(query)
-    return classification.kind
-  }
-
-  #classification(query: PgQuery): Classification {
-    if (!query.tagged || this.#hasFragment(query.args)) return this.#classifyText(this.statementText(query))
-    let site = this.#kindByStrings.get(query.strings)
-    if (site === undefined) {
-      site = this.#classifyText(this.statementText(query, false))
-      this.#kindByStrings.set(query.strings, site)
-    }
-    // Identifiers and builders put names into the text (`select ${sql('f')}(1)`): a read site is read again with them.
-    // A write site stays a write: a name cannot take away what made it one.
-    if (site.kind === 'write' || !this.#hasNames(query.args)) return site
-    return this.#classifyText(this.statementText(query))
-  }
-
-  #classifyText(text: string): Classification {
-    // Texts known to be leader-only are in #kindByText as writes too; the set only matters after the cache was cleared.
-    let classification = this.#kindByText.get(text)
-    if (classification === undefined) {
-      classification = this.#leaderOnlyTexts.has(text) ? LEADER_ONLY : classifyStatement(text, this.#catalog)
-      if (classification.unknownFunction !== undefined) this.#catalog.unknownFunctionSeen()
-      if (this.#kindByText.size >= MAX_CACHED_TEXTS) this.#kindByText.clear()
-      this.#kindByText.set(text, classification)
-    }
-    return classification
-  }
-
-  /**
-   * The statement with fragments inlined, identifiers and builders rendered
-   * as postgres.js renders them (`names: false`: as placeholders), and every
-   * value as a placeholder: all the classifier needs.
-   */
-  statementText(query: PgQuery, names = true): string {
-    if (!query.tagged) return query.strings[0]
-    let text = query.strings[0]
-    for (let i = 0; i < query.args.length; i++) text += this.#argumentText(query.args[i], text, names) + query.strings[i + 1]
-    return text
-  }
-
-  #argumentText(arg: unknown, before: string, names: boolean): string {
-    if (arg instanceof this.Query) return this.statementText(arg, names)
-    if (Array.isArray(arg) && arg[0] instanceof this.Query) return arg.map((item) => this.#argumentText(item, before, names)).join(' ')
-    if (!names) return '$1'
-    if (arg instanceof this.#Identifier) return arg.value
-    if (arg instanceof this.#Builder) {
-      try {
-        return String(arg.build(before, [], [], this.factory.options))
-      } catch {
-        return '$1' // postgres.js refuses it too when the statement runs
-      }
-    }
-    return '$1'
-  }
-
-  #hasNames(args: unknown[]): boolean {
-    for (const arg of args) if (arg instanceof this.#Identifier || arg instanceof this.#Builder) return true
-    return false
-  }
-
-  #hasFragment(args: unknown[]): boolean {
-    for (const arg of args) if (this.#isFragment(arg)) return true
-    return false
-  }
-
-  #isFragment(arg: unknown): boolean {
-    return arg instanceof this.Query || (Array.isArray(arg) && arg[0] instanceof this.Query)
-  }
-
-  /** Whatever call site or helper sends this text again, it goes to the leader. */
-  #rememberLeaderOnly(query: PgQuery): void {
-    const text = this.statementText(query)
-    this.#leaderOnlyTexts.add(text)
-    this.#kindByText.set(text, LEADER_ONLY)
-    if (query.tagged && !this.#hasNames(query.args)) this.#kindByStrings.set(query.strings, LEADER_ONLY)
+    return this.#kinds.kindOf(query)
   }
 
   async #runSessionRead(job: Job): Promise<void> {
@@ -588,7 +495,7 @@ export class Router extends EventEmitter {
         return
       case 'retry-on-leader':
         // The classifier thought it a read; the replica knows better. Remember, and run it where it can.
-        this.#rememberLeaderOnly(job.query)
+        this.#kinds.rememberLeaderOnly(job.query)
         job.kind = 'write'
         this.#retry(job)
         return
@@ -602,7 +509,7 @@ export class Router extends EventEmitter {
       case 'rediscover-then-retry':
         return this.#rediscoverThenRetry(job, node, error)
       case 'fail':
-        if (action.error === 'stream-wrote') this.#rememberLeaderOnly(job.query)
+        if (action.error === 'stream-wrote') this.#kinds.rememberLeaderOnly(job.query)
         if (action.error === 'as-is') throw error
         if (action.error === 'login-refused') throw this.#leadership.loginRefused([node], error)
         if (action.error === 'leader-unavailable') throw this.#leadership.unavailable(error)
