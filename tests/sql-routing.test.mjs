@@ -27,6 +27,8 @@ const routing = suite('routing')
 routing.before(() => sql.refresh())
 
 routing('reads land on the replicas, round-robin over both', async () => {
+  // Lanes open on the first reads (a read waiting for one may go to the other replica's idle lane): count once both have lanes.
+  await Promise.all(Array.from({ length: 20 }, () => sql`select 1`))
   const ports = await portsOf(sql)
   for (const port of ports) assert.ok(replicaPorts().includes(port), `read served by ${port}, a replica expected`)
   for (const port of replicaPorts()) assert.is(ports.filter((p) => p === port).length, 6, `replica ${port} gets half`)

@@ -184,6 +184,11 @@ export class Router extends EventEmitter {
     return this.#kinds.kindOf(query)
   }
 
+  /** The text the classifier sees: fragments inlined, names rendered, values as placeholders. */
+  statementText(query: PgQuery): string {
+    return this.#kinds.statementText(query)
+  }
+
   async #runSessionRead(job: Job): Promise<void> {
     const position = await job.ctx.session!.settled()
     job.position = position
