@@ -49,7 +49,7 @@ limits('one fewer lane serving as much is kept', () => {
 limits('a rising load (a warming JIT) is not taken for a gain', () => {
   // Reads/s grow 10 % a window whatever the lanes: the paired trial sees no gain from one more lane.
   const limit = new LaneLimit(10)
-  run(limit, 3 * TRIAL_WINDOWS, (lanes, w) => 1000 * 1.1 ** w)
+  run(limit, 3 * TRIAL_WINDOWS, (_lanes, w) => 1000 * 1.1 ** w)
   assert.ok(limit.kept <= START_LANES, `lanes: ${limit.kept}`)
 })
 
