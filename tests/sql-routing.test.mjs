@@ -6,6 +6,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ConfigError, connect, LeaderUnavailableError, NoReplicaError } from 'pgfollow'
 import { startCluster } from './helpers/cluster.mjs'
+import { until } from './helpers/wait.mjs'
 
 // One cluster for every suite of this file; the last suite stops it.
 const cluster = await startCluster()
@@ -22,16 +23,28 @@ async function portsOf(tag, statements = 12) {
   return seen
 }
 
+/**
+ * Lanes open on the first reads, and a read waiting for one may go to the other replica's idle lane: a test that
+ * counts where reads land starts once every replica has a lane.
+ */
+async function lanesOpen(tag) {
+  await Promise.all(Array.from({ length: 20 }, () => tag`select 1`))
+  await until(
+    () => tag.status().every((node) => node.role === 'leader' || node.lanes > 0),
+    10_000,
+    'the replicas to open their read lanes',
+  )
+}
+
 const routing = suite('routing')
 
 routing.before(() => sql.refresh())
 
 routing('reads land on the replicas, round-robin over both', async () => {
-  // Lanes open on the first reads (a read waiting for one may go to the other replica's idle lane): count once both have lanes.
-  await Promise.all(Array.from({ length: 20 }, () => sql`select 1`))
+  await lanesOpen(sql)
   const ports = await portsOf(sql)
   for (const port of ports) assert.ok(replicaPorts().includes(port), `read served by ${port}, a replica expected`)
-  for (const port of replicaPorts()) assert.is(ports.filter((p) => p === port).length, 6, `replica ${port} gets half`)
+  for (const port of replicaPorts()) assert.is(ports.filter((p) => p === port).length, 6, `replica ${port} gets half: ${ports.join(' ')}`)
 })
 
 routing('writes land on the leader', async () => {
@@ -177,6 +190,7 @@ balancing.after(async () => {
 
 balancing('weights split round-robin reads in proportion', async () => {
   weighted = connect({ ...cluster.descriptor, weights: [3, 1] })
+  await lanesOpen(weighted)
   const ports = await portsOf(weighted, 16)
   assert.is(ports.filter((port) => port === replicaPorts()[0]).length, 12)
   assert.is(ports.filter((port) => port === replicaPorts()[1]).length, 4)
