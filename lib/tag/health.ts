@@ -76,11 +76,7 @@ export class Monitor {
     // A first look right away: reads wait for it (see `starting`), so it must not wait for a timer.
     // They wait one check's timeout at most: a host that does not answer holds up nobody.
     const { connectTimeout, monitorInterval } = this.#cluster.options
-    let release: ReturnType<typeof setTimeout> | undefined
-    const bound = new Promise<void>((resolve) => (release = setTimeout(resolve, Math.min(connectTimeout, monitorInterval))))
-    unrefTimer(release)
-    this.#starting = Promise.race([this.tick().catch(() => {}), bound]).finally(() => {
-      clearTimeout(release)
+    this.#starting = settledWithin(this.tick(), Math.min(connectTimeout, monitorInterval), true).finally(() => {
       this.#starting = null
     })
   }
@@ -302,6 +298,21 @@ function pastLeader(row: Record<string, any> | null, lsn: bigint): boolean {
  */
 export function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0))
+}
+
+/**
+ * Waits for `promise` to settle (either way), `ms` at most; `unref`: the
+ * wait keeps no process alive.
+ */
+export async function settledWithin(promise: Promise<unknown>, ms: number, unref = false): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const out = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))
+  if (unref) unrefTimer(timer)
+  try {
+    await Promise.race([promise.then(() => {}, () => {}), out])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 /** Deno's timers are numbers; Node's are objects with unref. */

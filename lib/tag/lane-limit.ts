@@ -47,11 +47,6 @@ export class LaneLimit {
     return this.#trial !== null
   }
 
-  /** Whether a trial may start now (the router runs one replica's trial at a time). */
-  get wantsTrial(): boolean {
-    return this.#trial === null && this.#waitWindows === 0
-  }
-
   /**
    * One window's measurement: reads the replica completed, and whether reads
    * waited for its lanes all along (more demand than they took). `mayStart`:

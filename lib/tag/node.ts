@@ -9,6 +9,7 @@ import postgres from 'postgres'
 import { redactMessage, redactUrl } from './errors.ts'
 import { authenticationFailure } from './failures.ts'
 import type { FollowProblem } from './follow.ts'
+import { settledWithin } from './health.ts'
 import type { NodeLanes } from './lanes.ts'
 import type { NormalizedOptions } from './options.ts'
 import type { PoolOptions } from './pool-options.ts'
@@ -208,12 +209,8 @@ export class ClusterNode {
    */
   async #endLanes(timeout?: number | null): Promise<void> {
     const lanes = this.lanes
-    if (lanes && timeout !== 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined
-      const out = timeout == null ? null : new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout * 1000)))
-      await (out ? Promise.race([lanes.settled(), out]) : lanes.settled())
-      clearTimeout(timer)
-    }
+    if (lanes && timeout == null) await lanes.settled()
+    else if (lanes && timeout !== 0) await settledWithin(lanes.settled(), timeout! * 1000)
     await this.lanePool.end({ timeout: 0 })
   }
 

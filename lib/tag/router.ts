@@ -11,7 +11,7 @@ import { FunctionCatalog } from './catalog.ts'
 import type { StatementKind } from './classify.ts'
 import { LeaderUnavailableError, NoReplicaError } from './errors.ts'
 import { neverConnected, nodeUnreachable, READ_TIMEOUT } from './failures.ts'
-import { Monitor, nextTurn, unrefTimer } from './health.ts'
+import { Monitor, nextTurn, settledWithin, unrefTimer } from './health.ts'
 import { Job, type RouteContext } from './job.ts'
 import { type Lane, NodeLanes } from './lanes.ts'
 import { Leadership } from './leadership.ts'
@@ -238,11 +238,22 @@ export class Router extends EventEmitter {
   #strand(job: Job): void {
     this.#reads.push(job)
     if (this.#strandedSince === 0) this.#strandedSince = Date.now()
-    // A caller waits on it: this timer (not unref'd, unlike the sweeper) keeps the process alive until it is settled.
-    this.#strandTimer ??= setTimeout(() => {
+    if (!this.#strandTimer) this.#strandDeadline()
+  }
+
+  /**
+   * One timer for the stranded reads: connectTimeout after they first had
+   * no node, those still without one fail. Not unref'd, unlike the sweeper:
+   * a caller waits on them, and it keeps the process alive until then.
+   */
+  #strandDeadline(): void {
+    if (this.#strandTimer) clearTimeout(this.#strandTimer)
+    this.#strandTimer = null
+    if (this.#strandedSince === 0) return
+    this.#strandTimer = setTimeout(() => {
       this.#strandTimer = null
       if (this.#strandedSince > 0) this.#rerouteReads(true)
-    }, this.options.connectTimeout)
+    }, Math.max(0, this.#strandedSince + this.options.connectTimeout - Date.now()))
   }
 
   #strandTimer: ReturnType<typeof setTimeout> | null = null
@@ -296,7 +307,6 @@ export class Router extends EventEmitter {
     return this.#leadership.usable
   }
 
-  /** Queued reads whose replicas left: route them again (another replica, the leader, or an error). */
   /**
    * Queued reads after a replica left: those another replica may serve move
    * there (or to the leader, when it may serve them). `settle`: a lane could
@@ -316,6 +326,7 @@ export class Router extends EventEmitter {
     }
     // Stranded again: connectTimeout still counts from when they first had no node.
     if (this.#strandedSince !== 0 && since !== 0) this.#strandedSince = since
+    this.#strandDeadline()
   }
 
   /** Since when queued reads have had no node to go to (0: they have one): after connectTimeout they fail. */
@@ -418,7 +429,6 @@ export class Router extends EventEmitter {
         node.lastAnsweredAt = Math.max(node.lastAnsweredAt, now)
       }
     }
-    if (this.#strandedSince > 0 && now - this.#strandedSince >= this.options.connectTimeout) this.#rerouteReads(true)
     this.#restartWaiting()
     if (readTimeout <= 0) return
     // The monitor asks every monitorInterval: a node is silent once it missed two of its checks too.
@@ -742,10 +752,12 @@ export class Router extends EventEmitter {
     // right then: let in-flight checks (each bounded by a timeout) finish first.
     // Lanes still opening are fetching types: ending them now would leave postgres.js's fetch rejected with nobody to catch it.
     const openings = Promise.allSettled(this.nodes.map((node) => node.lanes.opened()))
-    let timer: ReturnType<typeof setTimeout> | undefined
-    const bound = new Promise((resolve) => (timer = setTimeout(resolve, this.options.connectTimeout)))
-    await Promise.allSettled([this.#leadership.settled(), this.#monitor.tick(), this.#catalog.settled(), Promise.race([openings, bound])])
-    clearTimeout(timer)
+    await Promise.allSettled([
+      this.#leadership.settled(),
+      this.#monitor.tick(),
+      this.#catalog.settled(),
+      settledWithin(openings, this.options.connectTimeout),
+    ])
     // As postgres.js: without a timeout, wait for what runs. A failing node runs nothing of the
     // user's, and postgres.js's end() would wait forever for a connection retrying a dead host.
     await Promise.all(this.nodes.map((node) => node.end(options.timeout ?? (node.failures > 0 ? 0 : undefined))))
